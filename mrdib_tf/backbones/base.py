@@ -1,0 +1,73 @@
+"""The contract every backbone implements, so one trainer, evaluator, regularizer and exporter serve all."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class Backbone(keras.Model):
+    """A recommender split at the point where MRdIB plugs in.
+
+    A forward pass is two calls: `modality_representations` gives each modality's item representation
+    h_m (all items), and `embeddings` turns a dict of such representations into final user and item
+    embeddings whose dot products are the scores. Between the two, `MRdIBRegularizer` may replace each
+    h_m by its bottleneck code z_m; the backbone never knows. ID-only backbones have no modalities.
+
+    Args:
+        n_users: number of users (ids `0..n_users-1`).
+        n_items: number of items (ids `0..n_items-1`).
+        reg_weight: weight of the backbone's own embedding regularizer (MMRec's `reg_weight`).
+    """
+
+    modalities: tuple[str, ...] = ()
+
+    def __init__(self, n_users: int, n_items: int, reg_weight: float, **kwargs):
+        super().__init__(**kwargs)
+        if n_users <= 0 or n_items <= 0:
+            raise ValueError(f"n_users and n_items must be positive, got {n_users} and {n_items}.")
+        if reg_weight < 0:
+            raise ValueError(f"reg_weight must be >= 0, got {reg_weight}.")
+        self.n_users = n_users
+        self.n_items = n_items
+        self.reg_weight = reg_weight
+
+    def modality_representations(self, training: bool = False) -> dict[str, tf.Tensor]:
+        """Per-modality item representations h_m, `{modality: [n_items, d_m]}`; `{}` without modalities."""
+        return {}
+
+    def embeddings(
+        self, representations: Mapping[str, tf.Tensor], training: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Final `(user_embeddings [n_users, D], item_embeddings [n_items, D])` from the given h_m (or z_m)."""
+        raise NotImplementedError
+
+    def regularization_loss(
+        self,
+        users: tf.Tensor,
+        pos_items: tf.Tensor,
+        neg_items: tf.Tensor,
+        user_embeddings: tf.Tensor,
+        item_embeddings: tf.Tensor,
+    ) -> tf.Tensor:
+        """The backbone's own weighted regularizer for a batch, given the final embedding tables."""
+        raise NotImplementedError
+
+    def call(self, inputs=None, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """The bare inference path: final embeddings from the backbone's own representations."""
+        return self.embeddings(self.modality_representations(training), training)
+
+    def _constant_table(self, name: str, values: np.ndarray, dtype: str = "float32") -> keras.Variable:
+        """A frozen variable holding `values` (features, graph edges).
+
+        A variable, not a constant, so large arrays stay out of the compiled XLA program and out of
+        every traced graph.
+        """
+        table = self.add_weight(
+            name=name, shape=values.shape, dtype=dtype, initializer="zeros", trainable=False
+        )
+        table.assign(values.astype(dtype))
+        return table

@@ -1,0 +1,72 @@
+"""LightGCN (He et al., SIGIR 2020): ID embeddings smoothed over the user-item graph; no modalities."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from mrdib_tf.backbones.base import Backbone
+from mrdib_tf.backbones.graph import NormalizedGraph, propagate
+from mrdib_tf.losses import embedding_norm_loss
+
+
+class LightGCN(Backbone):
+    """The collaborative reference: mean of the layer-wise propagated ID embeddings.
+
+    Args:
+        n_users: number of users.
+        n_items: number of items.
+        train_users: users of the training pairs (the graph).
+        train_items: items of the training pairs.
+        embedding_dim: size of the ID embeddings (MMRec: 64).
+        n_layers: propagation depth (MMRec grid: 1-4).
+        reg_weight: weight of MMRec's norm regularizer on the layer-0 embeddings of the batch.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        train_users: np.ndarray,
+        train_items: np.ndarray,
+        embedding_dim: int = 64,
+        n_layers: int = 2,
+        reg_weight: float = 1e-4,
+        **kwargs,
+    ):
+        super().__init__(n_users, n_items, reg_weight, **kwargs)
+        if n_layers < 0:
+            raise ValueError(f"n_layers must be >= 0, got {n_layers}.")
+        self.embedding_dim = embedding_dim
+        self.n_layers = n_layers
+        graph = NormalizedGraph.from_interactions(train_users, train_items, n_users, n_items)
+        self.n_nodes = graph.n_nodes
+        self.edge_rows = self._constant_table("edge_rows", graph.rows, "int32")
+        self.edge_cols = self._constant_table("edge_cols", graph.cols, "int32")
+        self.edge_weights = self._constant_table("edge_weights", graph.weights)
+        self.user_embedding = self.add_weight(
+            name="user_embedding", shape=(n_users, embedding_dim), initializer="glorot_uniform"
+        )
+        self.item_embedding = self.add_weight(
+            name="item_embedding", shape=(n_items, embedding_dim), initializer="glorot_uniform"
+        )
+
+    def embeddings(
+        self, representations: Mapping[str, tf.Tensor], training: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        layer = tf.concat([self.user_embedding, self.item_embedding], axis=0)
+        total = layer
+        for _ in range(self.n_layers):
+            layer = propagate(layer, self.edge_rows, self.edge_cols, self.edge_weights, self.n_nodes)
+            total += layer
+        mean = total / float(self.n_layers + 1)
+        return mean[: self.n_users], mean[self.n_users :]
+
+    def regularization_loss(self, users, pos_items, neg_items, user_embeddings, item_embeddings):
+        return self.reg_weight * embedding_norm_loss(
+            tf.gather(self.user_embedding, users),
+            tf.gather(self.item_embedding, pos_items),
+            tf.gather(self.item_embedding, neg_items),
+        )

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mrdib_tf.backbones import VBPR
+
+
+def _features(rng, n_items):
+    return {"text": rng.normal(size=(n_items, 5)).astype(np.float32),
+            "image": rng.normal(size=(n_items, 7)).astype(np.float32)}
+
+
+def test_bare_vbpr_equals_one_projection_of_the_concatenated_features():
+    """MMRec's VBPR: item = [ID factors ; Linear(concat(features))]; ours must be the same function."""
+    rng = np.random.default_rng(0)
+    features = _features(rng, n_items=6)
+    model = VBPR(4, 6, features, embedding_dim=3)
+    users, items = (t.numpy() for t in model())
+
+    weights = np.concatenate([model.projections["image"].kernel.numpy(),
+                              model.projections["text"].kernel.numpy()])
+    bias = rng.normal(size=3).astype(np.float32)
+    model.projection_bias.assign(bias)
+    _, items = (t.numpy() for t in model())
+    concatenated = np.concatenate([features["image"], features["text"]], axis=1)
+    expected = np.concatenate([model.item_factors.numpy(), concatenated @ weights + bias], axis=1)
+    np.testing.assert_allclose(items, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(users, model.user_factors.numpy())
+    assert users.shape == (4, 6)
+
+
+def test_representations_are_per_modality_projections():
+    rng = np.random.default_rng(1)
+    features = _features(rng, n_items=6)
+    model = VBPR(4, 6, features, embedding_dim=3)
+    representations = model.modality_representations()
+    assert sorted(representations) == ["image", "text"]
+    for modality, h in representations.items():
+        expected = features[modality] @ model.projections[modality].kernel.numpy()
+        np.testing.assert_allclose(h.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_regularization_loss_is_mmrec_emb_loss_on_final_embeddings():
+    rng = np.random.default_rng(2)
+    model = VBPR(4, 6, _features(rng, 6), embedding_dim=3, reg_weight=0.5)
+    users_table, items_table = model()
+    users, pos, neg = np.array([0, 3]), np.array([1, 2]), np.array([5, 0])
+    value = model.regularization_loss(users, pos, neg, users_table, items_table).numpy()
+    u, i = users_table.numpy(), items_table.numpy()
+    expected = 0.5 * (np.linalg.norm(u[users]) + np.linalg.norm(i[pos]) + np.linalg.norm(i[neg])) / 2
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+def test_features_are_frozen_and_projections_train():
+    model = VBPR(4, 6, _features(np.random.default_rng(3), 6), embedding_dim=3)
+    trainable = {v.path.split("/")[-1] for v in model.trainable_variables}
+    assert {"user_factors", "item_factors", "projection_bias", "kernel"} <= trainable
+    assert not any("features" in v.path for v in model.trainable_variables)
+
+
+def test_compiles_under_xla():
+    model = VBPR(4, 6, _features(np.random.default_rng(4), 6), embedding_dim=3)
+    eager = model()[1].numpy()
+    compiled = tf.function(lambda: model()[1], jit_compile=True)().numpy()
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_rejects_features_with_the_wrong_number_of_rows():
+    with pytest.raises(ValueError, match="image.*n_items=6"):
+        VBPR(4, 6, {"image": np.zeros((5, 2), np.float32)})
