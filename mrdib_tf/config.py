@@ -1,0 +1,85 @@
+"""Every run setting in one place: the trainer, the tuner, the ablation and the CLI all read `RunConfig`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATASET = "tiktok"
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RunConfig:
+    """A training run: data, backbone, MRdIB weights, optimisation and evaluation.
+
+    Defaults are MMRec's protocol (batch 2048, Adam 1e-3, 64-d, early stopping on validation Recall@20
+    with patience 20) and the MRdIB paper's best weights for MGCN (alpha1=0.005, alpha2=0.05,
+    alpha3=0.005).
+    """
+
+    dataset: str = _setting(DEFAULT_DATASET, "dataset name: data/NAME/ or $MRDIB_DATA_DIR/NAME/")
+    data_dir: str | None = _setting(None, "an MMRec-layout folder to use instead of --dataset")
+    backbone: str = _setting("vbpr", "backbone model")
+    embedding_dim: int = _setting(64, "embedding size d")
+    reg_weight: float = _setting(1e-4, "weight of the backbone's own embedding regularizer (MMRec's reg_weight)")
+    n_layers: int = _setting(2, "propagation layers of graph backbones")
+    mrdib: bool = _setting(True, "wrap the backbone with MRdIBRegularizer (--no-mrdib: bare backbone)")
+    alpha1: float = _setting(0.005, "MRdIB weight of the KL (bottleneck) term")
+    alpha2: float = _setting(0.05, "MRdIB weight of the redundancy (MINE mutual information) term")
+    alpha3: float = _setting(0.005, "MRdIB weight of the unique (per-modality prediction) term")
+    fusion_head: bool = _setting(False, "add a separate MRdIB synergy head (the backbone's loss is the synergy term otherwise)")
+    epochs: int = _setting(1000, "maximum number of epochs")
+    patience: int = _setting(20, "stop after this many epochs without a better validation metric")
+    valid_metric: str = _setting("recall@20", "validation metric for early stopping and model choice")
+    batch_size: int = _setting(2048, "training batch size")
+    lr: float = _setting(1e-3, "Adam learning rate")
+    seed: int = _setting(999, "random seed (data order, negatives, initialisation, sampling)")
+    jit_compile: bool = _setting(True, "compile training steps with XLA (--no-jit-compile to turn off)")
+    eval_batch_users: int = _setting(4096, "users scored at once during full-ranking evaluation")
+    run_dir: str | None = _setting(None, "output folder (default runs/<dataset>-<backbone>-<time>)")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "RunConfig":
+        """Reads a `config.json` written by a run; unknown keys are an error, not silently dropped."""
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown setting(s) {unknown}; expected some of {sorted(known)}.")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one command-line flag per `RunConfig` field (`--batch-size`, `--no-mrdib`, ...)."""
+    for setting in dataclasses.fields(RunConfig):
+        flag = "--" + setting.name.replace("_", "-")
+        help_text = setting.metadata["help"]
+        if setting.type == "bool":
+            parser.add_argument(
+                flag, dest=setting.name, action=argparse.BooleanOptionalAction, default=setting.default,
+                help=help_text,
+            )
+        else:
+            kind = {"int": int, "float": float}.get(setting.type, str)
+            parser.add_argument(flag, dest=setting.name, type=kind, default=setting.default,
+                                help=f"{help_text} (default: {setting.default})")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The `RunConfig` named by parsed flags (other attributes of `args` are ignored)."""
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in vars(args).items() if k in names})

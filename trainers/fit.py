@@ -1,0 +1,42 @@
+"""`python -m trainers.fit`: train a backbone (with MRdIB by default) to early stopping and report test metrics.
+
+With no flags it trains VBPR + MRdIB on the shipped tiktok dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trainers.console import configure_runtime, format_metrics
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from mrdib_tf.config import add_run_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m trainers.fit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_runtime()
+    from mrdib_tf.config import config_from_args
+    from mrdib_tf.training import train
+
+    config = config_from_args(parse_args(argv))
+    try:
+        result, run_dir = train(config)
+    except ValueError as error:  # bad data or flags: one clear line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"\nbest epoch {result.best_epoch} (validation {config.valid_metric} = "
+          f"{result.valid[config.valid_metric]:.4f}); test metrics at that epoch:")
+    print(format_metrics(result.test))
+    print(f"\nrun folder: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
