@@ -1,0 +1,116 @@
+"""A whole MMRec dataset folder: `<name>.inter` plus `<modality>_feat.npy` files, validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_pipeline.errors import DataValidationError
+from data_pipeline.feature_files import find_feature_files, missing_features_message, read_feature_file
+from data_pipeline.inter_file import SPLIT_LABELS, InterTable, read_inter_file
+
+SPLITS = tuple(SPLIT_LABELS)
+
+
+@dataclass(frozen=True)
+class SourceDataset:
+    """A validated MMRec folder held in memory.
+
+    Attributes:
+        name: dataset name (the `.inter` file's stem).
+        n_users: max(userID) + 1 over all rows, dropped ones included.
+        n_items: max(itemID) + 1 over all rows.
+        splits: "train"/"valid"/"test" -> (users, items) int64 arrays, in file order, without the
+            valid/test rows of users that have no train row (MMRec drops those cold-start users).
+        source_rows: rows per split in the file, before that drop.
+        dropped_cold_start: {"users": ..., "valid_rows": ..., "test_rows": ...} that were dropped.
+        features: modality -> float32 [n_items, dim], sorted by modality.
+    """
+
+    name: str
+    n_users: int
+    n_items: int
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    source_rows: dict[str, int]
+    dropped_cold_start: dict[str, int]
+    features: dict[str, np.ndarray]
+
+
+def inter_path(folder: Path, name: str) -> Path:
+    """Where the interaction file of dataset `name` lives in `folder`."""
+    return folder / f"{name}.inter"
+
+
+def check_inter_present(folder: Path, name: str) -> None:
+    """Raises if `folder` lacks `<name>.inter`, naming the `.inter` files it does hold."""
+    if not inter_path(folder, name).is_file():
+        found = sorted(p.name for p in folder.glob("*.inter")) or "none"
+        raise DataValidationError(
+            f"{inter_path(folder, name)}: interaction file not found (.inter files in {folder}: "
+            f"{found}); expected a tab-separated file with header userID, itemID, x_label."
+        )
+
+
+def source_files(folder: Path, name: str) -> list[Path]:
+    """The files a dataset is built from: its `.inter` file, then its feature files by modality."""
+    return [inter_path(folder, name), *find_feature_files(folder).values()]
+
+
+def check_features_present(folder: Path) -> None:
+    """Raises the actionable missing-features error if `folder` holds no `*_feat.npy` file."""
+    if not find_feature_files(folder):
+        raise DataValidationError(missing_features_message(folder))
+
+
+def read_mmrec_folder(folder: Path, name: str) -> SourceDataset:
+    """Reads and validates every file of an MMRec dataset folder.
+
+    Feature files are optional here (interaction-only datasets are valid); callers that need them
+    use `check_features_present` first.
+
+    Raises:
+        DataValidationError: for any problem in the `.inter` or feature files (see their readers),
+            no train row, or a (userID, itemID) pair listed twice.
+    """
+    table = read_inter_file(inter_path(folder, name))
+    train = table.labels == SPLIT_LABELS["train"]
+    if not train.any():
+        raise DataValidationError(
+            f"{table.path}: no train rows (x_label 0) among {table.labels.size} rows; expected most "
+            "rows to be train rows (MMRec splits about 8:1:1)."
+        )
+    _check_unique_pairs(table)
+    n_users, n_items = int(table.users.max()) + 1, int(table.items.max()) + 1
+    has_train = np.zeros(n_users, dtype=bool)
+    has_train[table.users[train]] = True
+    cold = ~has_train[table.users]  # only valid/test rows can be cold
+    splits, source_rows = {}, {}
+    for split, label in SPLIT_LABELS.items():
+        rows = table.labels == label
+        source_rows[split] = int(rows.sum())
+        rows &= ~cold
+        splits[split] = (table.users[rows], table.items[rows])
+    dropped = {
+        "users": int(np.unique(table.users[cold]).size),
+        "valid_rows": source_rows["valid"] - splits["valid"][0].size,
+        "test_rows": source_rows["test"] - splits["test"][0].size,
+    }
+    features = {
+        modality: read_feature_file(path, n_items) for modality, path in find_feature_files(folder).items()
+    }
+    return SourceDataset(name, n_users, n_items, splits, source_rows, dropped, features)
+
+
+def _check_unique_pairs(table: InterTable) -> None:
+    """Rejects a (user, item) pair listed twice: it would be trained on twice or leak into test."""
+    keys = table.users * (int(table.items.max()) + 1) + table.items
+    order = np.argsort(keys, kind="stable")
+    repeats = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if repeats.size:
+        first, second = table.lines[order[repeats[0]]], table.lines[order[repeats[0] + 1]]
+        raise DataValidationError(
+            f"{table.path}, lines {first} and {second}: the pair (userID {table.users[order[repeats[0]]]}, "
+            f"itemID {table.items[order[repeats[0]]]}) appears twice; expected each pair once."
+        )
