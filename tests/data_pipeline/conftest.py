@@ -1,4 +1,4 @@
-"""Fixtures building tiny MMRec-layout folders."""
+"""Fixtures building tiny MMRec-layout folders, and a per-session cache root."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_pipeline.cache import CACHE_DIR_ENV
+
 #: A hand-checkable dataset: 4 users, 5 items. User 3 has no train row (a cold-start user).
 TOY_ROWS = [
     (0, 0, 0), (0, 1, 0), (0, 2, 1), (0, 3, 2),
@@ -15,6 +17,12 @@ TOY_ROWS = [
     (2, 2, 0), (2, 3, 0), (2, 4, 0), (2, 0, 1), (2, 1, 2),
     (3, 4, 1), (3, 3, 2),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeps every test's default cache out of the home folder (shared within the session)."""
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path_factory.getbasetemp() / "mrdib_cache"))
 
 
 def inter_text(rows: Sequence[Sequence[object]], header: str = "userID\titemID\tx_label") -> str:

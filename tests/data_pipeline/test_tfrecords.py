@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipeline import tfrecords
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """3 pairs per record, 2 records per shard, 2 items per feature shard: exercises the seams."""
+    monkeypatch.setattr(tfrecords, "INTERACTIONS_PER_RECORD", 3)
+    monkeypatch.setattr(tfrecords, "RECORDS_PER_SHARD", 2)
+    monkeypatch.setattr(tfrecords, "ITEMS_PER_SHARD", 2)
+
+
+def raw_examples(path):
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path), "GZIP")]
+
+
+def test_interactions_are_sharded_in_blocks_of_user_item_lists(tmp_path, small_blocks):
+    users = np.arange(10, dtype=np.int64)
+    items = users * 7 % 11
+    names = tfrecords.write_interactions(tmp_path, "train", users, items)
+    assert names == ["train-00000-of-00002.tfrecord.gz", "train-00001-of-00002.tfrecord.gz"]
+    first = raw_examples(tmp_path / names[0])
+    assert [list(e.features.feature["user"].int64_list.value) for e in first] == [[0, 1, 2], [3, 4, 5]]
+    last = raw_examples(tmp_path / names[1])
+    assert [list(e.features.feature["item"].int64_list.value) for e in last] == [[9, 5, 1], [8]]  # users 6..9: 7u mod 11
+    read_users, read_items = tfrecords.read_interactions([tmp_path / n for n in names])
+    np.testing.assert_array_equal(read_users, users)
+    np.testing.assert_array_equal(read_items, items)
+
+
+def test_empty_split_has_no_shards_and_reads_back_empty(tmp_path):
+    empty = np.zeros(0, np.int64)
+    assert tfrecords.write_interactions(tmp_path, "valid", empty, empty) == []
+    users, items = tfrecords.read_interactions([])
+    assert users.size == items.size == 0
+
+
+def test_feature_store_round_trip_one_example_per_item(tmp_path, small_blocks):
+    rng = np.random.default_rng(1)
+    features = {"image": rng.standard_normal((5, 4)).astype(np.float32), "item_id": rng.random((5, 2)).astype(np.float32)}
+    names = tfrecords.write_features(tmp_path, features)
+    assert len(names) == 3
+    example = raw_examples(tmp_path / names[1])[0]  # item 2
+    assert example.features.feature["item_id"].int64_list.value == [2]
+    np.testing.assert_array_equal(example.features.feature["feat/image"].float_list.value, features["image"][2])
+    back = tfrecords.read_features([tmp_path / n for n in names], {"image": 4, "item_id": 2})
+    for modality, values in features.items():
+        np.testing.assert_array_equal(back[modality], values)
+
+
+def test_feature_store_out_of_order_is_detected(tmp_path, small_blocks):
+    names = tfrecords.write_features(tmp_path, {"image": np.zeros((4, 1), np.float32)})
+    with pytest.raises(ValueError, match="not in itemID order"):
+        tfrecords.read_features([tmp_path / n for n in reversed(names)], {"image": 1})
