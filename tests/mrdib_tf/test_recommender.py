@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mrdib_tf.backbones import VBPR, LightGCN
+from mrdib_tf.losses import bpr_loss
+from mrdib_tf.recommender import Recommender
+from mrdib_tf.regularizer import MRdIBRegularizer
+
+N_USERS, N_ITEMS = 5, 8
+
+
+def _backbone(seed=0):
+    rng = np.random.default_rng(seed)
+    features = {"image": rng.normal(size=(N_ITEMS, 6)).astype(np.float32),
+                "text": rng.normal(size=(N_ITEMS, 4)).astype(np.float32)}
+    return VBPR(N_USERS, N_ITEMS, features, embedding_dim=3, reg_weight=0.1)
+
+
+BATCH = {"user": tf.constant([0, 1, 4, 2]), "pos_item": tf.constant([1, 2, 3, 7]),
+         "neg_item": tf.constant([0, 5, 6, 4])}
+
+
+def _numpy_bpr_total(users_table, items_table, reg_weight):
+    u = users_table[BATCH["user"].numpy()]
+    p = items_table[BATCH["pos_item"].numpy()]
+    n = items_table[BATCH["neg_item"].numpy()]
+    margin = (u * p).sum(1) - (u * n).sum(1)
+    bpr = np.mean(np.log1p(np.exp(-margin)))
+    l2 = reg_weight * (np.linalg.norm(u) + np.linalg.norm(p) + np.linalg.norm(n)) / len(u)
+    return bpr + l2
+
+
+def test_bare_loss_is_bpr_plus_l2_of_the_backbone():
+    model = Recommender(_backbone())
+    losses = model.compute_losses(BATCH)
+    users_table, items_table = (t.numpy() for t in model.final_embeddings())
+    np.testing.assert_allclose(float(losses["loss"]), _numpy_bpr_total(users_table, items_table, 0.1),
+                               rtol=1e-5)
+    assert set(losses) == {"backbone", "l2", "loss"}
+
+
+def test_all_zero_alphas_reproduce_the_bare_backbone_loss_exactly():
+    bare = Recommender(_backbone(seed=3))
+    wrapped = Recommender(_backbone(seed=3),
+                          MRdIBRegularizer(["image", "text"], alpha_kl=0, alpha_mi=0, alpha_unique=0))
+    wrapped.backbone.set_weights(bare.backbone.get_weights())
+    bare_losses, wrapped_losses = bare.compute_losses(BATCH), wrapped.compute_losses(BATCH)
+    assert float(wrapped_losses["mrdib"]) == 0.0
+    np.testing.assert_allclose(float(wrapped_losses["loss"]), float(bare_losses["loss"]), rtol=1e-6)
+
+
+def test_mrdib_losses_are_reported_and_summed():
+    model = Recommender(_backbone(), MRdIBRegularizer(["image", "text"], seed=1))
+    losses = {k: float(v) for k, v in model.compute_losses(BATCH).items()}
+    assert {"backbone", "l2", "kl", "mi_estimate", "unique", "mrdib", "loss"} <= set(losses)
+    expected_mrdib = 0.005 * losses["kl"] - 0.05 * losses["mi_estimate"] + 0.005 * losses["unique"]
+    np.testing.assert_allclose(losses["mrdib"], expected_mrdib, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(losses["loss"], losses["backbone"] + losses["l2"] + losses["mrdib"],
+                               rtol=1e-5)
+
+
+def test_inference_uses_posterior_means_and_is_deterministic():
+    model = Recommender(_backbone(), MRdIBRegularizer(["image", "text"], seed=2))
+    model.compute_losses(BATCH)  # creates every variable
+    for layer in model.regularizer.mu.values():  # move the means away from the identity
+        layer.kernel.assign(layer.kernel * 0.5)
+    first, second = model.final_embeddings()[1].numpy(), model.final_embeddings()[1].numpy()
+    np.testing.assert_array_equal(first, second)
+    backbone = model.backbone
+    means = {m: h.numpy() @ model.regularizer.mu[m].kernel.numpy() + model.regularizer.mu[m].bias.numpy()
+             for m, h in backbone.modality_representations().items()}
+    expected = np.concatenate([backbone.item_factors.numpy(),
+                               means["image"] + means["text"] + backbone.projection_bias.numpy()], axis=1)
+    np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_compiled_training_step_updates_backbone_and_auxiliary_variables():
+    model = Recommender(_backbone(), MRdIBRegularizer(["image", "text"], seed=4))
+    model.compute_losses(BATCH)
+    optimizer = tf.keras.optimizers.Adam(1e-2)
+    optimizer.build(model.trainable_variables)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+
+    @tf.function(jit_compile=True)
+    def step():
+        with tf.GradientTape() as tape:
+            loss = model.compute_losses(BATCH)["loss"]
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                      model.trainable_variables))
+        return loss
+
+    assert np.isfinite(float(step()))
+    changed = {v.path for v, old in zip(model.trainable_variables, before) if not np.allclose(v.numpy(), old)}
+    assert any("critic" in p for p in changed) and any("decoder" in p for p in changed)
+    assert any(p.endswith("/user_factors") for p in changed)
+
+
+def test_id_only_backbone_with_mrdib_is_a_clear_error():
+    lightgcn = LightGCN(N_USERS, N_ITEMS, np.array([0, 1]), np.array([0, 1]), embedding_dim=3)
+    with pytest.raises(ValueError, match="at least two modalities.*--no-mrdib"):
+        Recommender(lightgcn, MRdIBRegularizer(["image", "text"]))
+
+
+def test_bpr_reference_agrees():
+    np.testing.assert_allclose(float(bpr_loss(tf.constant([1.0]), tf.constant([0.0]))),
+                               np.log1p(np.exp(-1.0)), rtol=1e-6)
