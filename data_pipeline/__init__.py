@@ -1,0 +1,19 @@
+"""MMRec-format data in, validated arrays and tf.data training input out.
+
+    from data_pipeline import load_dataset
+    data = load_dataset("tiktok")            # or load_dataset(data_dir="path/to/baby")
+    for batch in data.train_batches(2048, seed=0, epoch=0): ...
+"""
+
+from data_pipeline.dataset import PreparedDataset, load_dataset
+from data_pipeline.errors import DataValidationError
+from data_pipeline.interactions import UserItems
+from data_pipeline.registry import DEFAULT_DATASET
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "DataValidationError",
+    "PreparedDataset",
+    "UserItems",
+    "load_dataset",
+]

@@ -25,6 +25,12 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path_factory.getbasetemp() / "mrdib_cache"))
 
 
+@pytest.fixture
+def toy_rows() -> list[tuple[int, int, int]]:
+    """The rows of the default `make_folder()` dataset."""
+    return list(TOY_ROWS)
+
+
 def inter_text(rows: Sequence[Sequence[object]], header: str = "userID\titemID\tx_label") -> str:
     return header + "\n" + "".join("\t".join(str(v) for v in row) + "\n" for row in rows)
 

@@ -1,0 +1,198 @@
+"""`load_dataset`: an MMRec folder in, a `PreparedDataset` (arrays + tf.data input) out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline import cache, tfrecords
+from data_pipeline.interactions import UserItems
+from data_pipeline.mmrec_format import (
+    check_features_present,
+    check_inter_present,
+    read_mmrec_folder,
+    source_files,
+)
+from data_pipeline.registry import resolve_dataset
+from data_pipeline.sampling import derive_seed, positive_keys, sample_negatives
+
+logger = logging.getLogger(__name__)
+
+_SHUFFLE, _NEGATIVES = 0, 1  # purposes mixed into derived seeds
+
+
+@dataclass
+class PreparedDataset:
+    """A validated dataset, read back from its TFRecord cache.
+
+    Attributes:
+        name: dataset name.
+        n_users: max(userID) + 1 over every row of the `.inter` file.
+        n_items: max(itemID) + 1 over every row of the `.inter` file.
+        features: modality -> float32 [n_items, dim] (row i = item i), keys sorted; {} when the
+            dataset was loaded without features.
+        train, valid, test: each user's items per split (cold-start valid/test users dropped).
+        cache_dir: the TFRecord cache folder (holds manifest.json).
+        manifest: the cache's manifest; empty for a dataset built in memory, whose train batches
+            are then drawn from `train` instead of the TFRecords.
+    """
+
+    name: str
+    n_users: int
+    n_items: int
+    features: dict[str, np.ndarray]
+    train: UserItems
+    valid: UserItems
+    test: UserItems
+    cache_dir: Path
+    manifest: dict[str, Any] = field(default_factory=dict, repr=False)
+    _sampler: tuple[UserItems, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def train_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (users, items) int64 arrays of every training pair, sorted by user then item."""
+        return self.train.to_pairs()
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Batches per epoch of `train_batches(batch_size, ...)` (the last one may be partial)."""
+        return -(-self.train.nnz // batch_size)
+
+    def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+        """One epoch of shuffled training batches with one sampled negative per positive.
+
+        The pairs are streamed from the train TFRecords, shuffled over the full epoch (a stateless
+        permutation, equivalent to a shuffle buffer of the dataset's size, seeded from
+        (seed, epoch) and independent of TensorFlow's global seed), batched (last partial batch
+        kept), given negatives drawn exactly uniformly from the items the user has no train pair
+        with (seeded from (seed, epoch, batch index)), and prefetched.
+
+        Returns:
+            A dataset of {"user", "pos_item", "neg_item"}: int64 [b] each; the same elements for the
+            same (seed, epoch), in the same order.
+
+        Raises:
+            ValueError: `batch_size` < 1, or some user has every item in train (no negative exists).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        saturated = np.flatnonzero(np.diff(self.train.indptr) >= self.n_items)
+        if saturated.size:
+            raise ValueError(
+                f"User {saturated[0]} has all {self.n_items} items in train, so no negative can be "
+                "sampled for it; remove such users from the dataset."
+            )
+        n_pairs = self.train.nnz
+        sampler = self._negative_sampler()
+        shuffle_seed = tf.constant(derive_seed(seed, epoch, _SHUFFLE))
+        negative_seed = tf.constant(derive_seed(seed, epoch, _NEGATIVES))
+
+        @tf.autograph.experimental.do_not_convert
+        def shuffle(pairs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            order = tf.random.experimental.stateless_shuffle(tf.range(n_pairs, dtype=tf.int64), shuffle_seed)
+            return {key: tf.gather(value, order) for key, value in pairs.items()}
+
+        @tf.autograph.experimental.do_not_convert
+        def add_negatives(index: tf.Tensor, pairs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            negatives = sampler(pairs["user"], tf.random.experimental.stateless_fold_in(negative_seed, index))
+            return {"user": pairs["user"], "pos_item": pairs["item"], "neg_item": negatives}
+
+        return (
+            self._train_pair_blocks()
+            .rebatch(n_pairs)  # the whole epoch as one element, to permute it at once
+            .map(shuffle)
+            .rebatch(batch_size)
+            .enumerate()
+            .map(add_negatives, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    def _negative_sampler(self) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+        """`sample_negatives` over this train set, traced once and reused by every epoch's pipeline."""
+        if self._sampler is None or self._sampler[0] is not self.train:
+            keys = tf.constant(positive_keys(self.train))
+            function = tf.function(
+                lambda users, seed: sample_negatives(users, keys, self.n_items, seed),
+                input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([2], tf.int64)],
+                autograph=False,
+            )
+            self._sampler = (self.train, function)
+        return self._sampler[1]
+
+    def _train_pair_blocks(self) -> tf.data.Dataset:
+        """The training pairs as {"user", "item"} blocks: from the TFRecords when cached."""
+        if self.manifest:
+            shards = [self.cache_dir / name for name in self.manifest["splits"]["train"]["shards"]]
+            return tfrecords.interaction_blocks(shards)
+        users, items = self.train_pairs()
+        return tf.data.Dataset.from_tensors({"user": users, "item": items})
+
+
+def load_dataset(
+    name: str | None = None,
+    data_dir: str | Path | None = None,
+    cache_root: str | Path | None = None,
+    require_features: bool = True,
+) -> PreparedDataset:
+    """Finds, validates, converts (once, cached) and reads back an MMRec-layout dataset.
+
+    Args:
+        name: a registered dataset name (see `registry`), or the `.inter` stem inside `data_dir`.
+            Defaults to `DEFAULT_DATASET` ("tiktok").
+        data_dir: a dataset folder anywhere; overrides the name lookup.
+        cache_root: where cache folders go; defaults to `$MRDIB_CACHE_DIR` or `~/.cache/mrdib_tf`.
+        require_features: raise when the folder has no `<modality>_feat.npy`; pass False to load
+            interactions only (ID-only backbones, or benchmarks that add their own features).
+
+    Raises:
+        DataValidationError: any problem with the folder or its files, with a message naming the
+            file, row or column and what was expected.
+
+    Example:
+        >>> data = load_dataset("tiktok")
+        >>> data.n_users, data.n_items, sorted(data.features)
+        (9308, 6710, ['audio', 'image'])
+    """
+    name, folder = resolve_dataset(name, data_dir)
+    check_inter_present(folder, name)
+    if require_features:
+        check_features_present(folder)
+    cache_dir = cache.cache_dir_for(folder, name, cache_root)
+    manifest = cache.read_manifest(cache_dir)
+    sources = cache.fingerprint(source_files(folder, name), manifest["sources"] if manifest else {})
+    if manifest is not None and cache.is_current(cache_dir, manifest, sources):
+        if manifest["sources"] != sources:
+            cache.refresh_sources(cache_dir, manifest, sources)
+    else:
+        manifest = cache.build(cache_dir, read_mmrec_folder(folder, name), sources, folder)
+    dropped = manifest["dropped_cold_start"]
+    if dropped["users"]:
+        logger.warning(
+            "%s: dropped %d cold-start users (no train row): %d valid and %d test rows, as MMRec does.",
+            name, dropped["users"], dropped["valid_rows"], dropped["test_rows"],
+        )
+    return _read_back(cache_dir, manifest)
+
+
+def _read_back(cache_dir: Path, manifest: dict[str, Any]) -> PreparedDataset:
+    """Builds the in-memory dataset from a complete cache."""
+    n_users, n_items = manifest["n_users"], manifest["n_items"]
+    splits = {}
+    for split, entry in manifest["splits"].items():
+        users, items = tfrecords.read_interactions([cache_dir / s for s in entry["shards"]])
+        splits[split] = UserItems.from_pairs(users, items, n_users, n_items)
+    features = tfrecords.read_features(
+        [cache_dir / s for s in manifest["feature_shards"]],
+        {m: spec["dim"] for m, spec in manifest["modalities"].items()},
+    )
+    return PreparedDataset(
+        name=manifest["dataset"], n_users=n_users, n_items=n_items, features=features,
+        train=splits["train"], valid=splits["valid"], test=splits["test"], cache_dir=cache_dir,
+        manifest=manifest,
+    )

@@ -1,0 +1,199 @@
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from data_pipeline import cache
+from data_pipeline.dataset import PreparedDataset, load_dataset
+from data_pipeline.errors import DataValidationError
+from data_pipeline.registry import DATA_DIR_ENV, PROJECT_ROOT
+
+
+def pairs(user_items):
+    return sorted(zip(*(a.tolist() for a in user_items.to_pairs())))
+
+
+@pytest.fixture
+def toy_data(make_folder, tmp_path):
+    folder = make_folder()
+    return folder, load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+
+
+@pytest.fixture
+def dense(make_folder, tmp_path):
+    """60 users x 12 items; each user has 10 train items (most draws collide), 1 valid, 1 test."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for user in range(60):
+        items = rng.permutation(12)
+        rows += [(user, i, 0) for i in items[:10]] + [(user, items[10], 1), (user, items[11], 2)]
+    folder = make_folder(name="dense", rows=rows, features={"image": np.zeros((12, 2))})
+    return load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+
+
+def epoch(data, batch_size, seed, epoch_index):
+    return list(data.train_batches(batch_size, seed, epoch_index).as_numpy_iterator())
+
+
+def test_toy_round_trip_through_the_cache(toy_data):
+    folder, data = toy_data
+    assert (data.name, data.n_users, data.n_items) == ("toy", 4, 5)
+    assert pairs(data.train) == [(0, 0), (0, 1), (1, 1), (1, 4), (2, 2), (2, 3), (2, 4)]
+    assert pairs(data.valid) == [(0, 2), (1, 0), (2, 0)]  # user 3's rows dropped (cold start)
+    assert pairs(data.test) == [(0, 3), (1, 2), (2, 1)]
+    assert list(data.features) == ["image", "text"]
+    for modality in ("image", "text"):
+        expected = np.load(folder / f"{modality}_feat.npy").astype(np.float32)
+        np.testing.assert_array_equal(data.features[modality], expected)
+    assert data.manifest == cache.read_manifest(data.cache_dir)
+    users, items = data.train_pairs()
+    assert users.dtype == items.dtype == np.int64
+
+
+def test_five_column_file_loads_the_same_as_three_columns(make_folder, toy_data, toy_rows, tmp_path):
+    _, three = toy_data
+    text = "rating\titemID\ttimestamp\tx_label\tuserID\n" + "".join(
+        f"5.0\t{i}\t{1_400_000_000 + n}\t{x}\t{u}\n" for n, (u, i, x) in enumerate(toy_rows)
+    )
+    folder = make_folder(name="five_col", text=text)
+    five = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    for split in ("train", "valid", "test"):
+        assert pairs(getattr(five, split)) == pairs(getattr(three, split))
+    assert (five.n_users, five.n_items) == (three.n_users, three.n_items)
+
+
+def test_cold_start_drop_is_logged_and_recorded(make_folder, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="data_pipeline.dataset"):
+        data = load_dataset(data_dir=make_folder(), cache_root=tmp_path / "cache")
+    assert "dropped 1 cold-start users (no train row): 1 valid and 1 test rows" in caplog.text
+    assert data.manifest["dropped_cold_start"] == {"users": 1, "valid_rows": 1, "test_rows": 1}
+
+
+def test_interaction_only_folder(make_folder, tmp_path):
+    folder = make_folder(features={})
+    with pytest.raises(DataValidationError, match=r"image_feat\.npy \(4096-d.*text_feat\.npy \(384-d"):
+        load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    data = load_dataset(data_dir=folder, cache_root=tmp_path / "cache", require_features=False)
+    assert data.features == {} and data.manifest["modalities"] == {}
+    assert data.train.nnz == 7
+
+
+def test_missing_inter_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataValidationError, match=r"empty\.inter: interaction file not found"):
+        load_dataset(data_dir=tmp_path / "empty", cache_root=tmp_path / "cache")
+
+
+def test_validation_errors_surface_through_load_dataset(make_folder, tmp_path):
+    folder = make_folder(text="userID\titemID\tx_label\n0\t1\t0\n0\t2\t7\n")
+    with pytest.raises(DataValidationError, match=r"line 3, column 'x_label'"):
+        load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_second_load_reuses_the_cache_and_a_touch_does_not_rebuild(toy_data, tmp_path):
+    folder, data = toy_data
+    shard = data.cache_dir / data.manifest["splits"]["train"]["shards"][0]
+    stamp = shard.stat().st_mtime_ns
+    load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    inter = folder / "toy.inter"
+    os.utime(inter, ns=(0, inter.stat().st_mtime_ns + 5 * 10**9))
+    again = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert shard.stat().st_mtime_ns == stamp
+    assert again.manifest["sources"]["toy.inter"]["mtime_ns"] == inter.stat().st_mtime_ns
+
+
+def test_changed_source_rebuilds(toy_data, tmp_path):
+    folder, data = toy_data
+    with (folder / "toy.inter").open("a") as stream:
+        stream.write("3\t0\t0\n")  # user 3 now has a train row: no longer cold
+    np.save(folder / "text_feat.npy", np.ones((5, 3)))
+    rebuilt = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert rebuilt.cache_dir == data.cache_dir
+    assert rebuilt.train.nnz == 8 and rebuilt.valid.nnz == 4
+    assert rebuilt.manifest["dropped_cold_start"]["users"] == 0
+    np.testing.assert_array_equal(rebuilt.features["text"], np.ones((5, 3), np.float32))
+
+
+def test_a_leftover_temporary_cache_is_never_used(make_folder, tmp_path):
+    folder = make_folder()
+    cache_dir = cache.cache_dir_for(folder, "toy", tmp_path / "cache")
+    leftover = cache_dir.with_name(f".{cache_dir.name}.tmp-999999999-dead")  # no such pid
+    leftover.mkdir(parents=True)
+    (leftover / cache.MANIFEST_NAME).write_text('{"format_version": 1, "n_users": 99}')
+    data = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert data.n_users == 4
+    assert not leftover.exists()
+
+
+def test_real_tiktok_counts(monkeypatch):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    data = load_dataset("tiktok")
+    assert (data.n_users, data.n_items) == (9308, 6710)
+    splits = data.manifest["splits"]
+    assert {s: splits[s]["source_rows"] for s in splits} == {"train": 59541, "valid": 6130, "test": 3051}
+    # 10 users have no train row; MMRec drops their 5 valid and 5 test rows.
+    assert data.manifest["dropped_cold_start"] == {"users": 10, "valid_rows": 5, "test_rows": 5}
+    assert (data.train.nnz, data.valid.nnz, data.test.nnz) == (59541, 6125, 3046)
+    assert data.train.users_with_items().size == 9298
+    assert {m: f.shape for m, f in data.features.items()} == {"audio": (6710, 128), "image": (6710, 128)}
+    image = np.load(PROJECT_ROOT / "data" / "tiktok" / "image_feat.npy")
+    np.testing.assert_array_equal(data.features["image"], image.astype(np.float32))
+
+
+def test_every_train_pair_once_per_epoch_in_full_batches_but_the_last(dense):
+    batches = epoch(dense, 128, seed=3, epoch_index=0)
+    assert len(batches) == dense.steps_per_epoch(128) == 5  # 600 pairs
+    assert [len(b["user"]) for b in batches] == [128, 128, 128, 128, 88]
+    seen = sorted(zip(np.concatenate([b["user"] for b in batches]).tolist(), np.concatenate([b["pos_item"] for b in batches]).tolist()))
+    assert seen == pairs(dense.train)
+    assert all(b[k].dtype == np.int64 for b in batches for k in ("user", "pos_item", "neg_item"))
+
+
+def test_negatives_are_never_train_positives(dense):
+    positives = set(pairs(dense.train))
+    for index in range(3):
+        for batch in epoch(dense, 100, seed=index, epoch_index=index):
+            drawn = zip(batch["user"].tolist(), batch["neg_item"].tolist())
+            assert not positives.intersection(drawn)
+
+
+def test_negatives_cover_the_allowed_items_evenly_over_epochs(dense):
+    # Each dense user has exactly 2 allowed items; over 16 epochs x 10 draws, each should get ~half.
+    counts = np.zeros((dense.n_users, dense.n_items))
+    for index in range(16):
+        for batch in epoch(dense, 600, seed=0, epoch_index=index):
+            np.add.at(counts, (batch["user"], batch["neg_item"]), 1)
+    allowed = np.ones_like(counts, dtype=bool)
+    allowed[dense.train_pairs()] = False
+    assert counts[~allowed].sum() == 0
+    share = counts[allowed].reshape(dense.n_users, 2)[:, 0] / 160  # sd 0.04 per user, 0.005 overall
+    assert abs(share.mean() - 0.5) < 0.02 and share.min() > 0.3 and share.max() < 0.7
+
+
+def test_deterministic_per_seed_and_epoch_and_reshuffled_across_epochs(dense):
+    first = epoch(dense, 64, seed=1, epoch_index=2)
+    again = epoch(dense, 64, seed=1, epoch_index=2)
+    for a, b in zip(first, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    for other in (epoch(dense, 64, seed=1, epoch_index=3), epoch(dense, 64, seed=2, epoch_index=2)):
+        assert not np.array_equal(first[0]["user"], other[0]["user"])
+
+
+def test_in_memory_dataset_without_a_cache_batches_the_same_pairs(dense):
+    bare = dataclasses.replace(dense, manifest={})
+    batches = epoch(bare, 256, seed=0, epoch_index=0)
+    seen = sorted(zip(np.concatenate([b["user"] for b in batches]).tolist(), np.concatenate([b["pos_item"] for b in batches]).tolist()))
+    assert seen == pairs(dense.train)
+
+
+def test_user_with_every_item_in_train_cannot_be_given_negatives(dense):
+    full = dataclasses.replace(dense, train=type(dense.train).from_pairs([0] * 12, range(12), 60, 12))
+    with pytest.raises(ValueError, match="User 0 has all 12 items in train"):
+        full.train_batches(8, 0, 0)
+    with pytest.raises(ValueError, match="batch_size"):
+        dense.train_batches(0, 0, 0)
+    assert isinstance(dense, PreparedDataset)
