@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from mrdib_tf.metrics import FullRankingEvaluator
 from mrdib_tf.config import RunConfig
-from mrdib_tf.recommender import Recommender
+from mrdib_tf.recommender import build_recommender
 
 logger = logging.getLogger(__name__)
 
