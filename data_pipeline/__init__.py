@@ -9,6 +9,7 @@ from data_pipeline.dataset import PreparedDataset, load_dataset
 from data_pipeline.errors import DataValidationError
 from data_pipeline.interactions import UserItems
 from data_pipeline.registry import DEFAULT_DATASET
+from data_pipeline.synthetic import write_synthetic_dataset
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -16,4 +17,5 @@ __all__ = [
     "PreparedDataset",
     "UserItems",
     "load_dataset",
+    "write_synthetic_dataset",
 ]
