@@ -1,8 +1,11 @@
 """MMRec-format data in, validated arrays and tf.data training input out.
 
-    from data_pipeline import load_dataset
-    data = load_dataset("tiktok")            # or load_dataset(data_dir="path/to/baby")
-    for batch in data.train_batches(2048, seed=0, epoch=0): ...
+Example:
+    >>> from data_pipeline import load_dataset
+    >>> data = load_dataset("tiktok")  # or load_dataset(data_dir="path/to/baby")
+    >>> batch = next(iter(data.train_batches(2048, seed=0, epoch=0)))
+    >>> sorted(batch)
+    ['neg_item', 'pos_item', 'user']
 """
 
 from data_pipeline.dataset import PreparedDataset, load_dataset

@@ -72,7 +72,9 @@ def read_manifest(cache_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_current(cache_dir: Path, manifest: Mapping[str, Any], sources: Mapping[str, Mapping[str, Any]]) -> bool:
+def is_current(
+    cache_dir: Path, manifest: Mapping[str, Any], sources: Mapping[str, Mapping[str, Any]]
+) -> bool:
     """Whether the cache was built by this format version from exactly these source contents."""
     recorded = manifest.get("sources", {})
     if manifest.get("format_version") != FORMAT_VERSION or recorded.keys() != sources.keys():
@@ -94,7 +96,9 @@ def refresh_sources(cache_dir: Path, manifest: dict[str, Any], sources: dict[str
     _write_manifest(cache_dir, manifest)
 
 
-def build(cache_dir: Path, source: SourceDataset, sources: dict[str, dict[str, Any]], source_dir: Path) -> dict[str, Any]:
+def build(
+    cache_dir: Path, source: SourceDataset, sources: dict[str, dict[str, Any]], source_dir: Path
+) -> dict[str, Any]:
     """Converts `source` into a complete cache at `cache_dir`, atomically; returns its manifest."""
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(cache_dir)

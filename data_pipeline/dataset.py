@@ -175,7 +175,10 @@ def load_dataset(
     if dropped["users"]:
         logger.warning(
             "%s: dropped %d cold-start users (no train row): %d valid and %d test rows, as MMRec does.",
-            name, dropped["users"], dropped["valid_rows"], dropped["test_rows"],
+            name,
+            dropped["users"],
+            dropped["valid_rows"],
+            dropped["test_rows"],
         )
     return _read_back(cache_dir, manifest)
 
@@ -192,7 +195,13 @@ def _read_back(cache_dir: Path, manifest: dict[str, Any]) -> PreparedDataset:
         {m: spec["dim"] for m, spec in manifest["modalities"].items()},
     )
     return PreparedDataset(
-        name=manifest["dataset"], n_users=n_users, n_items=n_items, features=features,
-        train=splits["train"], valid=splits["valid"], test=splits["test"], cache_dir=cache_dir,
+        name=manifest["dataset"],
+        n_users=n_users,
+        n_items=n_items,
+        features=features,
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits["test"],
+        cache_dir=cache_dir,
         manifest=manifest,
     )

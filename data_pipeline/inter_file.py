@@ -136,8 +136,8 @@ def _parse_column(
         text = data[starts[row] : ends[row]].decode("utf-8", "replace")
         negative = text.startswith("-") and text[1:].isdigit()
         what = f"'{text}'" + (", a negative number" if negative else "")
-        expected = (
-            "0 (train), 1 (valid) or 2 (test)" if name == LABEL_COLUMN else "a non-negative integer ID"
+        expected = "0 (train), 1 (valid) or 2 (test)" if name == LABEL_COLUMN else "a non-negative integer ID"
+        raise DataValidationError(
+            f"{path}, line {lines[row]}, column '{name}': got {what}, expected {expected}."
         )
-        raise DataValidationError(f"{path}, line {lines[row]}, column '{name}': got {what}, expected {expected}.")
     return values

@@ -27,9 +27,7 @@ class UserItems:
     n_items: int
 
     @classmethod
-    def from_pairs(
-        cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
-    ) -> UserItems:
+    def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> UserItems:
         """Builds the CSR form of (user, item) pairs; repeated pairs are kept once.
 
         Raises:

@@ -42,7 +42,9 @@ def sample_negatives(users: tf.Tensor, keys: tf.Tensor, n_items: int, seed: tf.T
 
     def draw(step: tf.Tensor) -> tf.Tensor:
         step_seed = tf.random.experimental.stateless_fold_in(seed, step)
-        return tf.random.stateless_uniform(tf.shape(users), step_seed, minval=0, maxval=n_items, dtype=tf.int64)
+        return tf.random.stateless_uniform(
+            tf.shape(users), step_seed, minval=0, maxval=n_items, dtype=tf.int64
+        )
 
     def is_positive(items: tf.Tensor) -> tf.Tensor:
         wanted = users * n_items + items

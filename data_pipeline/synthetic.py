@@ -136,21 +136,29 @@ def write_synthetic_dataset(
             np.concatenate([factors[f] for f in seen_factors], axis=1), signal_dims, noise_dims, rng
         )
     description = {
-        "name": name, "seed": seed, "n_users": n_users, "n_items": int(kept.size),
+        "name": name,
+        "seed": seed,
+        "n_users": n_users,
+        "n_items": int(kept.size),
         "modalities": list(modalities),
         "factor_dims": {key: int(value.shape[1]) for key, value in factors.items()},
         "factors_seen_by": seen_by,
         "synergistic": f"elementwise product of synergy_{a} and synergy_{b}",
         "predictive_factors": list(predictive),
         "feature_columns": columns,
-        "interactions_per_user": interactions_per_user, "temperature": temperature,
+        "interactions_per_user": interactions_per_user,
+        "temperature": temperature,
     }
     _write_folder(folder, name, users, items, labels, features, description)
     return SyntheticStructure(modalities, factors, predictive, weights, columns, description)
 
 
 def _sample_interactions(
-    weights: np.ndarray, preferences: np.ndarray, mean_count: int, temperature: float, rng: np.random.Generator
+    weights: np.ndarray,
+    preferences: np.ndarray,
+    mean_count: int,
+    temperature: float,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per user: Poisson count, Gumbel top-k items by score, random 8:1:1 split (>= 1 valid, test)."""
     n_users, n_items = weights.shape[0], preferences.shape[0]
@@ -189,12 +197,24 @@ def _mix(
 
 
 def _write_folder(
-    folder: Path, name: str, users: np.ndarray, items: np.ndarray, labels: np.ndarray,
-    features: dict[str, np.ndarray], description: dict[str, Any],
+    folder: Path,
+    name: str,
+    users: np.ndarray,
+    items: np.ndarray,
+    labels: np.ndarray,
+    features: dict[str, np.ndarray],
+    description: dict[str, Any],
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rows = np.column_stack([users, items, labels])
-    np.savetxt(folder / f"{name}.inter", rows, fmt="%d", delimiter="\t", header="userID\titemID\tx_label", comments="")
+    np.savetxt(
+        folder / f"{name}.inter",
+        rows,
+        fmt="%d",
+        delimiter="\t",
+        header="userID\titemID\tx_label",
+        comments="",
+    )
     for modality, matrix in features.items():
         np.save(folder / f"{modality}{FEATURE_SUFFIX}", matrix)
     (folder / STRUCTURE_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")

@@ -95,7 +95,9 @@ def read_features(paths: Sequence[Path], dims: Mapping[str, int]) -> dict[str, n
     spec = {feature_key(m): tf.io.FixedLenFeature([d], tf.float32) for m, d in dims.items()}
     spec[ITEM_ID_KEY] = tf.io.FixedLenFeature([], tf.int64)
     records = tf.data.TFRecordDataset([str(p) for p in paths], compression_type=COMPRESSION)
-    batches = list(records.batch(ITEMS_PER_SHARD).map(lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator())
+    batches = list(
+        records.batch(ITEMS_PER_SHARD).map(lambda s: tf.io.parse_example(s, spec)).as_numpy_iterator()
+    )
     item_ids = np.concatenate([b[ITEM_ID_KEY] for b in batches])
     if not np.array_equal(item_ids, np.arange(item_ids.size)):
         raise ValueError(f"Feature store {[str(p) for p in paths]} is not in itemID order; delete the cache.")

@@ -14,7 +14,12 @@ def toy(make_folder, tmp_path):
     """(source folder, its SourceDataset, its fingerprint, a cache dir under tmp_path)."""
     folder = make_folder()
     sources = cache.fingerprint(source_files(folder, "toy"), {})
-    return folder, read_mmrec_folder(folder, "toy"), sources, cache.cache_dir_for(folder, "toy", tmp_path / "cache")
+    return (
+        folder,
+        read_mmrec_folder(folder, "toy"),
+        sources,
+        cache.cache_dir_for(folder, "toy", tmp_path / "cache"),
+    )
 
 
 def test_default_cache_root_follows_the_environment(monkeypatch, tmp_path):
@@ -61,7 +66,9 @@ def test_build_writes_shards_and_a_complete_manifest(toy):
     assert set(manifest["sources"]) == {"toy.inter", "image_feat.npy", "text_feat.npy"}
     inter_sha = hashlib.sha256((folder / "toy.inter").read_bytes()).hexdigest()
     assert manifest["sources"]["toy.inter"]["sha256"] == inter_sha
-    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(cache.shard_names(manifest) + [cache.MANIFEST_NAME])
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(
+        [*cache.shard_names(manifest), "manifest.json"]
+    )
     assert [p.name for p in cache_dir.parent.iterdir()] == [cache_dir.name]  # no temporaries left
     assert cache.is_current(cache_dir, manifest, sources)
 
@@ -72,7 +79,9 @@ def test_is_current_rejects_other_contents_versions_sources_or_missing_shards(to
     changed = {**sources, "toy.inter": dict(sources["toy.inter"], sha256="0" * 64)}
     assert not cache.is_current(cache_dir, manifest, changed)
     assert not cache.is_current(cache_dir, dict(manifest, format_version=cache.FORMAT_VERSION + 1), sources)
-    assert not cache.is_current(cache_dir, manifest, {k: v for k, v in sources.items() if k != "text_feat.npy"})
+    assert not cache.is_current(
+        cache_dir, manifest, {k: v for k, v in sources.items() if k != "text_feat.npy"}
+    )
     (cache_dir / manifest["splits"]["test"]["shards"][0]).unlink()
     assert not cache.is_current(cache_dir, manifest, sources)
 

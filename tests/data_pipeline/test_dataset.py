@@ -12,7 +12,16 @@ from data_pipeline.registry import DATA_DIR_ENV, PROJECT_ROOT
 
 
 def pairs(user_items):
-    return sorted(zip(*(a.tolist() for a in user_items.to_pairs())))
+    """Sorted (user, item) tuples of a UserItems."""
+    users, items = user_items.to_pairs()
+    return sorted(zip(users.tolist(), items.tolist(), strict=True))
+
+
+def batch_pairs(batches):
+    """Sorted (user, pos_item) tuples of an epoch's batches."""
+    users = np.concatenate([b["user"] for b in batches]).tolist()
+    items = np.concatenate([b["pos_item"] for b in batches]).tolist()
+    return sorted(zip(users, items, strict=True))
 
 
 @pytest.fixture
@@ -147,8 +156,7 @@ def test_every_train_pair_once_per_epoch_in_full_batches_but_the_last(dense):
     batches = epoch(dense, 128, seed=3, epoch_index=0)
     assert len(batches) == dense.steps_per_epoch(128) == 5  # 600 pairs
     assert [len(b["user"]) for b in batches] == [128, 128, 128, 128, 88]
-    seen = sorted(zip(np.concatenate([b["user"] for b in batches]).tolist(), np.concatenate([b["pos_item"] for b in batches]).tolist()))
-    assert seen == pairs(dense.train)
+    assert batch_pairs(batches) == pairs(dense.train)
     assert all(b[k].dtype == np.int64 for b in batches for k in ("user", "pos_item", "neg_item"))
 
 
@@ -156,7 +164,7 @@ def test_negatives_are_never_train_positives(dense):
     positives = set(pairs(dense.train))
     for index in range(3):
         for batch in epoch(dense, 100, seed=index, epoch_index=index):
-            drawn = zip(batch["user"].tolist(), batch["neg_item"].tolist())
+            drawn = zip(batch["user"].tolist(), batch["neg_item"].tolist(), strict=True)
             assert not positives.intersection(drawn)
 
 
@@ -186,8 +194,7 @@ def test_deterministic_per_seed_and_epoch_and_reshuffled_across_epochs(dense):
 def test_in_memory_dataset_without_a_cache_batches_the_same_pairs(dense):
     bare = dataclasses.replace(dense, manifest={})
     batches = epoch(bare, 256, seed=0, epoch_index=0)
-    seen = sorted(zip(np.concatenate([b["user"] for b in batches]).tolist(), np.concatenate([b["pos_item"] for b in batches]).tolist()))
-    assert seen == pairs(dense.train)
+    assert batch_pairs(batches) == pairs(dense.train)
 
 
 def test_user_with_every_item_in_train_cannot_be_given_negatives(dense):

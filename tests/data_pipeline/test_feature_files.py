@@ -43,7 +43,10 @@ def test_non_finite_value_names_the_first_bad_row(tmp_path, bad):
     values = np.ones((5, 3), np.float32)
     values[3, 1] = bad
     values[4, 0] = bad
-    with pytest.raises(DataValidationError, match=r"text_feat\.npy, row 3 \(itemID 3, 0-based\): NaN or infinite .*2 such rows"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"text_feat\.npy, row 3 \(itemID 3, 0-based\): NaN or infinite .*2 such rows",
+    ):
         read_feature_file(save(tmp_path, "text_feat.npy", values), n_items=5)
 
 
@@ -69,5 +72,13 @@ def test_unreadable_file_is_named(tmp_path):
 
 def test_missing_features_message_says_what_mmrec_ships_and_where(tmp_path):
     message = missing_features_message(tmp_path)
-    for expected in ("image_feat.npy", "4096-d", "text_feat.npy", "384-d", "github.com/enoche/MMRec", "require_features=False", str(tmp_path)):
+    for expected in (
+        "image_feat.npy",
+        "4096-d",
+        "text_feat.npy",
+        "384-d",
+        "github.com/enoche/MMRec",
+        "require_features=False",
+        str(tmp_path),
+    ):
         assert expected in message

@@ -28,7 +28,10 @@ def test_three_columns_read_with_line_numbers(tmp_path):
 def test_five_column_mmrec_form_in_any_order_reads_the_same(tmp_path):
     three = read_inter_file(write(tmp_path, "userID\titemID\tx_label\n0\t5\t0\n12\t0\t2\n"))
     five = read_inter_file(
-        write(tmp_path, "itemID\trating\tuserID\ttimestamp\tx_label\n5\t4.0\t0\t1370000000\t0\n0\t5.0\t12\t1380000000\t2\n")
+        write(
+            tmp_path,
+            "itemID\trating\tuserID\ttimestamp\tx_label\n5\t4.0\t0\t1370000000\t0\n0\t5.0\t12\t1380000000\t2\n",
+        )
     )
     for column in ("users", "items", "labels", "lines"):
         np.testing.assert_array_equal(getattr(three, column), getattr(five, column))
@@ -63,7 +66,9 @@ def test_row_with_wrong_field_count_names_its_line(tmp_path):
 @pytest.mark.parametrize("value", ["1.5", "x", "", "1e3", "12345678901234567890"])
 def test_non_integer_id_names_line_and_column(tmp_path, value):
     text = f"userID\titemID\tx_label\n0\t1\t0\n1\t{value}\t0\n"
-    with pytest.raises(DataValidationError, match=r"line 3, column 'itemID': got .*expected a non-negative integer ID"):
+    with pytest.raises(
+        DataValidationError, match=r"line 3, column 'itemID': got .*expected a non-negative integer ID"
+    ):
         read_inter_file(write(tmp_path, text))
 
 
@@ -74,7 +79,10 @@ def test_negative_id_is_reported_as_negative(tmp_path):
 
 @pytest.mark.parametrize("label", ["3", "-1", "a"])
 def test_label_outside_0_1_2_names_line(tmp_path, label):
-    with pytest.raises(DataValidationError, match=r"line 4, column 'x_label': got .*expected 0 \(train\), 1 \(valid\) or 2 \(test\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"line 4, column 'x_label': got .*expected 0 \(train\), 1 \(valid\) or 2 \(test\)",
+    ):
         read_inter_file(write(tmp_path, f"userID\titemID\tx_label\n0\t1\t0\n0\t2\t1\n0\t3\t{label}\n"))
 
 

@@ -34,7 +34,10 @@ def test_empty_input_gives_empty_users():
     assert ui.users_with_items().size == 0
 
 
-@pytest.mark.parametrize(("users", "items", "match"), [([0, 3], [0, 0], "user ids"), ([0], [-1], "item ids"), ([0, 1], [0], "differ")])
+@pytest.mark.parametrize(
+    ("users", "items", "match"),
+    [([0, 3], [0, 0], "user ids"), ([0], [-1], "item ids"), ([0, 1], [0], "differ")],
+)
 def test_out_of_range_or_ragged_input_is_rejected(users, items, match):
     with pytest.raises(ValueError, match=match):
         UserItems.from_pairs(users, items, n_users=3, n_items=2)

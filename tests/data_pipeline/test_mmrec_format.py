@@ -34,7 +34,9 @@ def test_no_train_rows(make_folder):
 
 def test_duplicate_pair_names_both_lines(make_folder):
     folder = make_folder(rows=[(0, 0, 0), (1, 1, 0), (0, 0, 2)], features={})
-    with pytest.raises(DataValidationError, match=r"lines 2 and 4: the pair \(userID 0, itemID 0\) appears twice"):
+    with pytest.raises(
+        DataValidationError, match=r"lines 2 and 4: the pair \(userID 0, itemID 0\) appears twice"
+    ):
         read_mmrec_folder(folder, "toy")
 
 
@@ -53,12 +55,16 @@ def test_nan_in_features_names_the_row(make_folder):
 
 def test_missing_inter_file_lists_the_inter_files_present(make_folder):
     folder = make_folder(name="other", features={})
-    with pytest.raises(DataValidationError, match=r"toy\.inter: interaction file not found .*\['other\.inter'\]"):
+    with pytest.raises(
+        DataValidationError, match=r"toy\.inter: interaction file not found .*\['other\.inter'\]"
+    ):
         check_inter_present(folder, "toy")
 
 
 def test_features_required_but_absent(make_folder):
     folder = make_folder(features={})
-    with pytest.raises(DataValidationError, match=r"no modality feature files.*image_feat\.npy.*text_feat\.npy"):
+    with pytest.raises(
+        DataValidationError, match=r"no modality feature files.*image_feat\.npy.*text_feat\.npy"
+    ):
         check_features_present(folder)
     check_features_present(make_folder(name="with"))  # has image and text: no error

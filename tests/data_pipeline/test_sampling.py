@@ -9,7 +9,9 @@ from data_pipeline.sampling import derive_seed, positive_keys, sample_negatives
 
 def sample(train: UserItems, users, seed=(1, 2)):
     keys = tf.constant(positive_keys(train))
-    return sample_negatives(tf.constant(users, tf.int64), keys, train.n_items, tf.constant(seed, tf.int64)).numpy()
+    return sample_negatives(
+        tf.constant(users, tf.int64), keys, train.n_items, tf.constant(seed, tf.int64)
+    ).numpy()
 
 
 def test_derive_seed_is_a_deterministic_function_of_its_inputs():
@@ -33,7 +35,7 @@ def test_never_returns_a_train_positive_when_collisions_dominate():
     users = np.repeat(np.arange(n_users), 50)
     negatives = sample(train, users)
     positives = set(pairs)
-    assert not any((u, i) in positives for u, i in zip(users.tolist(), negatives.tolist()))
+    assert not any((u, i) in positives for u, i in zip(users.tolist(), negatives.tolist(), strict=True))
     assert negatives.min() >= 0 and negatives.max() < n_items
 
 

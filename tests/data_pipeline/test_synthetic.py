@@ -31,7 +31,7 @@ def test_loads_through_load_dataset_with_the_declared_shapes(synthetic):
     assert 950 < n_items <= 1000  # only items nobody picked are dropped
     assert {m: f.shape for m, f in data.features.items()} == {"image": (n_items, 56), "text": (n_items, 56)}
     assert json.loads((folder / STRUCTURE_FILE).read_text()) == truth.description
-    for modality, columns in truth.feature_columns.items():
+    for columns in truth.feature_columns.values():
         assert sorted(columns["signal"] + columns["noise"]) == list(range(56))
         assert len(columns["noise"]) == 24
 
@@ -92,7 +92,9 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     write_synthetic_dataset(tmp_path / "c" / "syn", 50, 60, interactions_per_user=5, seed=2)
     same = [(tmp_path / d / "syn" / "syn.inter").read_bytes() for d in "abc"]
     assert same[0] == same[1] != same[2]
-    np.testing.assert_array_equal(np.load(tmp_path / "a/syn/image_feat.npy"), np.load(tmp_path / "b/syn/image_feat.npy"))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "a/syn/image_feat.npy"), np.load(tmp_path / "b/syn/image_feat.npy")
+    )
 
 
 def test_a_few_thousand_users_and_items_generate_quickly(tmp_path):
@@ -103,7 +105,11 @@ def test_a_few_thousand_users_and_items_generate_quickly(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"signal_dims": 5}, "signal_dims"), ({"modalities": ("image", "image")}, "distinct"), ({"n_items": 10}, "n_items >= 2 \\* interactions_per_user")],
+    [
+        ({"signal_dims": 5}, "signal_dims"),
+        ({"modalities": ("image", "image")}, "distinct"),
+        ({"n_items": 10}, "n_items >= 2 \\* interactions_per_user"),
+    ],
 )
 def test_impossible_settings_are_rejected(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -25,7 +25,10 @@ def test_interactions_are_sharded_in_blocks_of_user_item_lists(tmp_path, small_b
     first = raw_examples(tmp_path / names[0])
     assert [list(e.features.feature["user"].int64_list.value) for e in first] == [[0, 1, 2], [3, 4, 5]]
     last = raw_examples(tmp_path / names[1])
-    assert [list(e.features.feature["item"].int64_list.value) for e in last] == [[9, 5, 1], [8]]  # users 6..9: 7u mod 11
+    assert [list(e.features.feature["item"].int64_list.value) for e in last] == [
+        [9, 5, 1],
+        [8],
+    ]  # users 6..9: 7u mod 11
     read_users, read_items = tfrecords.read_interactions([tmp_path / n for n in names])
     np.testing.assert_array_equal(read_users, users)
     np.testing.assert_array_equal(read_items, items)
@@ -40,12 +43,17 @@ def test_empty_split_has_no_shards_and_reads_back_empty(tmp_path):
 
 def test_feature_store_round_trip_one_example_per_item(tmp_path, small_blocks):
     rng = np.random.default_rng(1)
-    features = {"image": rng.standard_normal((5, 4)).astype(np.float32), "item_id": rng.random((5, 2)).astype(np.float32)}
+    features = {
+        "image": rng.standard_normal((5, 4)).astype(np.float32),
+        "item_id": rng.random((5, 2)).astype(np.float32),
+    }
     names = tfrecords.write_features(tmp_path, features)
     assert len(names) == 3
     example = raw_examples(tmp_path / names[1])[0]  # item 2
     assert example.features.feature["item_id"].int64_list.value == [2]
-    np.testing.assert_array_equal(example.features.feature["feat/image"].float_list.value, features["image"][2])
+    np.testing.assert_array_equal(
+        example.features.feature["feat/image"].float_list.value, features["image"][2]
+    )
     back = tfrecords.read_features([tmp_path / n for n in names], {"image": 4, "item_id": 2})
     for modality, values in features.items():
         np.testing.assert_array_equal(back[modality], values)
