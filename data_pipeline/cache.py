@@ -30,7 +30,7 @@ import numpy as np
 from data_pipeline import tfrecords
 from data_pipeline.mmrec_format import SPLITS, SourceDataset
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: uncompressed feature store
 MANIFEST_NAME = "manifest.json"
 CACHE_DIR_ENV = "MRDIB_CACHE_DIR"
 

@@ -39,8 +39,11 @@ class PreparedDataset:
             dataset was loaded without features.
         train, valid, test: each user's items per split (cold-start valid/test users dropped).
         cache_dir: the TFRecord cache folder (holds manifest.json).
-        manifest: the cache's manifest; empty for a dataset built in memory, whose train batches
-            are then drawn from `train` instead of the TFRecords.
+        manifest: the cache's manifest ({} for a dataset built in memory).
+
+    `train_batches` streams the cache's train TFRecords when the dataset comes from `load_dataset`;
+    a dataset built in memory, or a copy made with `dataclasses.replace` (which may have a different
+    `train`), batches its `train` pairs from memory instead.
     """
 
     name: str
@@ -52,6 +55,7 @@ class PreparedDataset:
     test: UserItems
     cache_dir: Path
     manifest: dict[str, Any] = field(default_factory=dict, repr=False)
+    _train_shards: tuple[Path, ...] = field(default=(), init=False, repr=False, compare=False)
     _sampler: tuple[UserItems, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -78,10 +82,13 @@ class PreparedDataset:
             same (seed, epoch), in the same order.
 
         Raises:
-            ValueError: `batch_size` < 1, or some user has every item in train (no negative exists).
+            ValueError: `batch_size` < 1, no train pair, or some user has every item in train (no
+                negative exists).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if self.train.nnz == 0:
+            raise ValueError(f"Dataset '{self.name}' has no train pairs to batch.")
         saturated = np.flatnonzero(np.diff(self.train.indptr) >= self.n_items)
         if saturated.size:
             raise ValueError(
@@ -127,9 +134,8 @@ class PreparedDataset:
 
     def _train_pair_blocks(self) -> tf.data.Dataset:
         """The training pairs as {"user", "item"} blocks: from the TFRecords when cached."""
-        if self.manifest:
-            shards = [self.cache_dir / name for name in self.manifest["splits"]["train"]["shards"]]
-            return tfrecords.interaction_blocks(shards)
+        if self._train_shards:
+            return tfrecords.interaction_blocks(self._train_shards)
         users, items = self.train_pairs()
         return tf.data.Dataset.from_tensors({"user": users, "item": items})
 
@@ -194,7 +200,7 @@ def _read_back(cache_dir: Path, manifest: dict[str, Any]) -> PreparedDataset:
         [cache_dir / s for s in manifest["feature_shards"]],
         {m: spec["dim"] for m, spec in manifest["modalities"].items()},
     )
-    return PreparedDataset(
+    dataset = PreparedDataset(
         name=manifest["dataset"],
         n_users=n_users,
         n_items=n_items,
@@ -205,3 +211,5 @@ def _read_back(cache_dir: Path, manifest: dict[str, Any]) -> PreparedDataset:
         cache_dir=cache_dir,
         manifest=manifest,
     )
+    dataset._train_shards = tuple(cache_dir / name for name in manifest["splits"]["train"]["shards"])
+    return dataset

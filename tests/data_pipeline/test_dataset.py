@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import logging
 import os
 
@@ -8,6 +9,7 @@ import pytest
 from data_pipeline import cache
 from data_pipeline.dataset import PreparedDataset, load_dataset
 from data_pipeline.errors import DataValidationError
+from data_pipeline.interactions import UserItems
 from data_pipeline.registry import DATA_DIR_ENV, PROJECT_ROOT
 
 
@@ -126,6 +128,15 @@ def test_changed_source_rebuilds(toy_data, tmp_path):
     np.testing.assert_array_equal(rebuilt.features["text"], np.ones((5, 3), np.float32))
 
 
+def test_a_cache_of_another_format_version_is_rebuilt(toy_data, tmp_path):
+    folder, data = toy_data
+    manifest = dict(data.manifest, format_version=cache.FORMAT_VERSION - 1)
+    (data.cache_dir / cache.MANIFEST_NAME).write_text(json.dumps(manifest))
+    again = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert cache.read_manifest(again.cache_dir)["format_version"] == cache.FORMAT_VERSION
+    assert pairs(again.train) == pairs(data.train)
+
+
 def test_a_leftover_temporary_cache_is_never_used(make_folder, tmp_path):
     folder = make_folder()
     cache_dir = cache.cache_dir_for(folder, "toy", tmp_path / "cache")
@@ -191,16 +202,29 @@ def test_deterministic_per_seed_and_epoch_and_reshuffled_across_epochs(dense):
         assert not np.array_equal(first[0]["user"], other[0]["user"])
 
 
-def test_in_memory_dataset_without_a_cache_batches_the_same_pairs(dense):
-    bare = dataclasses.replace(dense, manifest={})
-    batches = epoch(bare, 256, seed=0, epoch_index=0)
-    assert batch_pairs(batches) == pairs(dense.train)
+def test_in_memory_dataset_batches_the_same_pairs_as_the_cached_one(dense):
+    in_memory = PreparedDataset(
+        dense.name, dense.n_users, dense.n_items, {}, dense.train, dense.valid, dense.test, dense.cache_dir
+    )
+    assert batch_pairs(epoch(in_memory, 256, seed=0, epoch_index=0)) == pairs(dense.train)
 
 
-def test_user_with_every_item_in_train_cannot_be_given_negatives(dense):
-    full = dataclasses.replace(dense, train=type(dense.train).from_pairs([0] * 12, range(12), 60, 12))
+def test_a_copy_with_another_train_set_batches_that_train_set(dense):
+    users, items = dense.train_pairs()
+    subset = UserItems.from_pairs(users[::3], items[::3], dense.n_users, dense.n_items)
+    copy = dataclasses.replace(dense, train=subset)
+    batches = epoch(copy, 64, seed=0, epoch_index=0)
+    assert batch_pairs(batches) == pairs(subset)
+    drawn = {(u, i) for b in batches for u, i in zip(b["user"].tolist(), b["neg_item"].tolist(), strict=True)}
+    assert not drawn & set(pairs(subset))
+
+
+def test_train_batches_rejects_impossible_requests(dense):
+    full = dataclasses.replace(dense, train=UserItems.from_pairs([0] * 12, range(12), 60, 12))
     with pytest.raises(ValueError, match="User 0 has all 12 items in train"):
         full.train_batches(8, 0, 0)
     with pytest.raises(ValueError, match="batch_size"):
         dense.train_batches(0, 0, 0)
-    assert isinstance(dense, PreparedDataset)
+    empty = dataclasses.replace(dense, train=UserItems.from_pairs([], [], 60, 12))
+    with pytest.raises(ValueError, match="no train pairs"):
+        empty.train_batches(8, 0, 0)

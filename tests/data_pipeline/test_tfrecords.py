@@ -13,8 +13,8 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(tfrecords, "ITEMS_PER_SHARD", 2)
 
 
-def raw_examples(path):
-    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path), "GZIP")]
+def raw_examples(path, compression="GZIP"):
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path), compression)]
 
 
 def test_interactions_are_sharded_in_blocks_of_user_item_lists(tmp_path, small_blocks):
@@ -49,7 +49,8 @@ def test_feature_store_round_trip_one_example_per_item(tmp_path, small_blocks):
     }
     names = tfrecords.write_features(tmp_path, features)
     assert len(names) == 3
-    example = raw_examples(tmp_path / names[1])[0]  # item 2
+    assert names[0] == "features-00000-of-00003.tfrecord"  # uncompressed
+    example = raw_examples(tmp_path / names[1], compression="")[0]  # item 2
     assert example.features.feature["item_id"].int64_list.value == [2]
     np.testing.assert_array_equal(
         example.features.feature["feat/image"].float_list.value, features["image"][2]
@@ -63,3 +64,23 @@ def test_feature_store_out_of_order_is_detected(tmp_path, small_blocks):
     names = tfrecords.write_features(tmp_path, {"image": np.zeros((4, 1), np.float32)})
     with pytest.raises(ValueError, match="not in itemID order"):
         tfrecords.read_features([tmp_path / n for n in reversed(names)], {"image": 1})
+
+
+def test_serialized_examples_equal_the_protobuf_built_ones():
+    columns = {
+        "ids": np.array([[4, 5, 6], [7, 8, 9]]),
+        "x": np.array([[0.5, -1.0, 2.0], [3.0, 4.0, 5.0]], np.float32),
+    }
+    records = tfrecords.serialize_examples(columns, lengths=np.array([3, 1]))
+    expected = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "ids": tf.train.Feature(int64_list=tf.train.Int64List(value=[7])),
+                "x": tf.train.Feature(float_list=tf.train.FloatList(value=[3.0])),
+            }
+        )
+    )
+    assert tf.train.Example.FromString(records[1]) == expected
+    first = tf.train.Example.FromString(records[0]).features.feature
+    assert list(first["ids"].int64_list.value) == [4, 5, 6]
+    assert list(first["x"].float_list.value) == [0.5, -1.0, 2.0]
