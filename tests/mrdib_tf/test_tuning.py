@@ -1,0 +1,207 @@
+"""Search: the objective is validation only, an interrupted search resumes, Hyperband's budget is `epochs`.
+
+The train function is injected: trial results are made up so that validation and test disagree by
+construction (validation rewards a large alpha1, test a small one).
+"""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mrdib_tf.config import RunConfig
+from mrdib_tf.training import FitResult
+from mrdib_tf.tuning import PAPER_ALPHA_RANGE, Search, SearchSettings, trial_config
+
+BASE = RunConfig(dataset="fake", backbone="vbpr", seed=7, epochs=5, patience=2)
+FAMILIES, KS = ("recall", "ndcg", "precision", "map"), (5, 10, 20, 50)
+
+
+def valid_value(alpha1: float) -> float:
+    return 1.0 + math.log10(alpha1) / 10.0      # increases with alpha1
+
+
+def test_value(alpha1: float) -> float:
+    return -math.log10(alpha1) / 10.0           # decreases with alpha1
+
+
+test_value.__test__ = False  # a helper, not a test
+
+
+def _metrics(value: float) -> dict[str, float]:
+    return {f"{family}@{k}": value for family in FAMILIES for k in KS}
+
+
+class DisagreeingTrainer:
+    """Stands in for `train(config)[0]`; records every config; can raise at a given call."""
+
+    def __init__(self, fail_at_call: int | None = None, error: type[BaseException] = KeyboardInterrupt):
+        self.calls: list[RunConfig] = []
+        self.fail_at_call = fail_at_call
+        self.error = error
+
+    def __call__(self, config: RunConfig) -> FitResult:
+        self.calls.append(config)
+        if len(self.calls) == self.fail_at_call:
+            raise self.error("injected")
+        return FitResult(best_epoch=2, valid=_metrics(valid_value(config.alpha1)),
+                         test=_metrics(test_value(config.alpha1)),
+                         epoch_seconds=[0.5, 0.5, 0.5], eval_seconds=[0.1, 0.1, 0.1])
+
+
+def _search(folder: Path, trainer, lines: list[str] | None = None, **settings) -> Search:
+    settings = {"tuner": "random", "max_trials": 4, **settings}
+    return Search(BASE, SearchSettings(**settings), folder, trainer,
+                  report=(lines.append if lines is not None else lambda line: None))
+
+
+def _folder_names(configs: list[RunConfig]) -> list[str]:
+    return [Path(c.run_dir).name for c in configs]
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian"])
+def test_choice_follows_validation_not_test(tmp_path, tuner):
+    trainer = DisagreeingTrainer()
+    outcome = _search(tmp_path / "search", trainer, tuner=tuner).run()
+
+    alpha1s = [r.alpha1 for r in outcome.records]
+    assert len(alpha1s) == 4 and len(set(alpha1s)) == 4
+    assert all(PAPER_ALPHA_RANGE[0] <= getattr(r, a) <= PAPER_ALPHA_RANGE[1]
+               for r in outcome.records for a in ("alpha1", "alpha2", "alpha3"))
+    best_alpha1 = max(alpha1s)
+    assert outcome.best_config.alpha1 == best_alpha1
+    assert outcome.best_objective == pytest.approx(valid_value(best_alpha1))
+    # The chosen trial has the WORST test value of all trials: test played no part in the choice.
+    assert outcome.retrained.test["recall@20"] == pytest.approx(min(test_value(a) for a in alpha1s))
+    # The retrain is the best trial's configuration with the same seed, in best/.
+    best_trial_config = next(c for c in trainer.calls if c.alpha1 == best_alpha1)
+    assert trainer.calls[-1] == best_trial_config.replace(run_dir=str(tmp_path / "search" / "best"))
+    assert trainer.calls[-1].seed == BASE.seed
+    # The oracle was told validation metrics and bookkeeping only.
+    for trial in outcome_trials(tmp_path / "search"):
+        assert set(trial["metrics"]["metrics"]) == {"valid_recall@20", "best_epoch", "epochs", "seconds"}
+
+
+def outcome_trials(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((folder / "keras_tuner").glob("trial_*/trial.json"))]
+
+
+def test_trial_table_and_best_json_hold_the_measured_values(tmp_path):
+    folder = tmp_path / "search"
+    trainer = DisagreeingTrainer()
+    outcome = _search(folder, trainer).run()
+
+    with open(folder / "trials.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["trial"]) for r in rows] == [1, 2, 3, 4]
+    assert [r["id"] for r in rows] == ["0", "1", "2", "3"]
+    trained = {c.run_dir: c for c in trainer.calls}
+    for row in rows:
+        config = trained[str(folder / "trials" / f"trial_{row['id']}")]
+        assert float(row["alpha1"]) == pytest.approx(config.alpha1)
+        assert float(row["alpha3"]) == pytest.approx(config.alpha3)
+        assert float(row["lr"]) == BASE.lr
+        assert float(row["objective"]) == pytest.approx(valid_value(float(row["alpha1"])))
+        assert (row["status"], row["best_epoch"], row["epochs"]) == ("COMPLETED", "2", "3")
+    best_row = max(rows, key=lambda r: float(r["objective"]))
+    best = json.loads((folder / "best.json").read_text())
+    assert best["trial"] == int(best_row["trial"]) == outcome.best_trial
+    assert best["retrained_test"]["recall@20"] == pytest.approx(test_value(float(best_row["alpha1"])))
+    markdown = (folder / "trials.md").read_text()
+    assert f"| {best_row['trial']} * | {best_row['id']} | COMPLETED |" in markdown
+    assert (folder / "objective.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interrupted_search_resumes_without_retraining_finished_trials(tmp_path):
+    folder = tmp_path / "search"
+    first = DisagreeingTrainer(fail_at_call=2)  # Ctrl-C during the second trial
+    with pytest.raises(KeyboardInterrupt):
+        _search(folder, first, tuner="bayesian").run()
+
+    second = DisagreeingTrainer()
+    lines: list[str] = []
+    outcome = _search(folder, second, lines, tuner="bayesian").run()
+
+    assert [r.status for r in outcome.records] == ["COMPLETED"] * 4
+    assert _folder_names(first.calls) == ["trial_0", "trial_1"]
+    assert _folder_names(second.calls) == ["trial_1", "trial_2", "trial_3", "best"]
+    # The interrupted trial is re-run with the values the oracle gave it before.
+    interrupted, rerun = first.calls[1], second.calls[0]
+    assert (rerun.alpha1, rerun.alpha2, rerun.alpha3) == (interrupted.alpha1, interrupted.alpha2, interrupted.alpha3)
+    assert outcome.records[0].alpha1 == first.calls[0].alpha1
+    assert any("resuming with 1 trial(s) finished" in line for line in lines)
+    assert any(line.startswith("[tune] trial 4 of 4 done") and "best so far" in line and "elapsed" in line
+               for line in lines)
+
+
+def test_a_finished_search_can_be_extended_but_not_changed(tmp_path):
+    folder = tmp_path / "search"
+    _search(folder, DisagreeingTrainer(), max_trials=2).run()
+
+    with pytest.raises(ValueError, match=r"alpha_range: \(0\.0001, 0\.05\) there, \(0\.001, 0\.01\) now"):
+        _search(folder, DisagreeingTrainer(), max_trials=2, alpha_range=(1e-3, 1e-2))
+    more = DisagreeingTrainer()
+    outcome = _search(folder, more, max_trials=3).run()
+    assert _folder_names(more.calls) == ["trial_2", "best"]
+    assert len(outcome.records) == 3
+
+
+def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    folder = tmp_path / "search"
+    trainer = DisagreeingTrainer(fail_at_call=2, error=FloatingPointError)  # a diverging trial
+    outcome = _search(folder, trainer).run()
+
+    assert [r.status for r in outcome.records] == ["COMPLETED", "FAILED", "COMPLETED", "COMPLETED"]
+    assert outcome.records[1].objective is None
+    completed = [r.alpha1 for r in outcome.records if r.status == "COMPLETED"]
+    assert outcome.best_config.alpha1 == max(completed)
+
+
+def test_a_data_error_stops_the_search_with_its_message(tmp_path):
+    trainer = DisagreeingTrainer(fail_at_call=1, error=ValueError)
+    with pytest.raises(ValueError, match="injected"):
+        _search(tmp_path / "search", trainer).run()
+    assert len(trainer.calls) == 1
+
+
+def test_hyperband_budget_becomes_the_trials_epochs(tmp_path):
+    trainer = DisagreeingTrainer()
+    base_epochs = 9  # factor 3: Hyperband's first bracket runs its trials for 9 / 3**2 = 1 epoch
+    search = Search(BASE.replace(epochs=base_epochs), SearchSettings(tuner="hyperband", max_trials=5),
+                    tmp_path / "search", trainer, report=lambda line: None)
+    outcome = search.run()
+
+    budgets = {tid: t.hyperparameters.values["tuner/epochs"] for tid, t in search.oracle.trials.items()}
+    assert len(budgets) == 5
+    for config in trainer.calls[:-1]:
+        assert config.epochs == budgets[Path(config.run_dir).name.removeprefix("trial_")] == 1
+    assert trainer.calls[-1].epochs == base_epochs  # the best configuration is retrained with the full budget
+    assert outcome.best_config.alpha1 == max(r.alpha1 for r in outcome.records)
+
+
+def test_trial_config_applies_tuned_values_and_nothing_else():
+    config = trial_config(BASE, {"alpha1": 0.01, "alpha2": 0.002, "alpha3": 0.0003, "lr": 0.005,
+                                 "tuner/epochs": 3, "tuner/round": 1}, "x/trial_1")
+    assert config == BASE.replace(alpha1=0.01, alpha2=0.002, alpha3=0.0003, lr=0.005, epochs=3, run_dir="x/trial_1")
+    assert trial_config(BASE, {"alpha1": 0.01, "alpha2": 0.02, "alpha3": 0.03}, "y").lr == BASE.lr
+
+
+def test_tuned_learning_rate_is_searched_in_its_range(tmp_path):
+    trainer = DisagreeingTrainer()
+    _search(tmp_path / "search", trainer, max_trials=3, tune_lr=True, lr_range=(2e-4, 3e-3)).run()
+    lrs = [c.lr for c in trainer.calls[:-1]]
+    assert all(2e-4 <= lr <= 3e-3 for lr in lrs) and len(set(lrs)) == 3
+
+
+@pytest.mark.parametrize(("changes", "settings", "message"), [
+    ({"mrdib": False}, {}, "needs MRdIB on"),
+    ({"valid_metric": "recall@7"}, {}, "not a metric the evaluator reports"),
+    ({}, {"alpha_range": (0.0, 0.1)}, "0 < LOW < HIGH"),
+    ({}, {"tuner": "grid"}, "Unknown tuner 'grid'"),
+    ({}, {"max_trials": 0}, "at least 1"),
+])
+def test_bad_settings_are_refused(tmp_path, changes, settings, message):
+    with pytest.raises(ValueError, match=message):
+        Search(BASE.replace(**changes), SearchSettings(**settings), tmp_path / "s", DisagreeingTrainer())
