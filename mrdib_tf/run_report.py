@@ -1,0 +1,98 @@
+"""One comparison table over finished run folders: runs with the same settings but the seed are pooled.
+
+Groups are dataset x backbone x MRdIB on/off x alphas, and any other setting that differs between runs
+(epochs, lr, ...) splits groups too, so runs that are not comparable are never averaged together; the
+settings that vary are shown per row, the ones all runs share are listed under the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mrdib_tf.results import (
+    GroupSummary, RunRecord, aggregate, dataset_label, experiment_settings, markdown_table, mean_std_cell,
+)
+
+DEFAULT_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+#: Settings shown in their own columns (everything else that varies goes to "other settings").
+SHOWN = ("dataset", "data_dir", "backbone", "mrdib", "alpha1", "alpha2", "alpha3")
+
+
+def _key(record: RunRecord) -> tuple:
+    return tuple(sorted(experiment_settings(record.config).items(), key=lambda kv: kv[0]))
+
+
+def _orderable(value: Any) -> tuple:
+    return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
+
+
+def _sort_key(record: RunRecord) -> tuple:
+    config = record.config
+    rest = tuple((name, _orderable(value)) for name, value in _key(record))
+    return (dataset_label(config), config.backbone, config.mrdib, rest)
+
+
+def group_runs(records: Sequence[RunRecord], split: str, metrics: Sequence[str]) -> list[tuple[GroupSummary, list[RunRecord]]]:
+    """Each group's summary of `split` metrics with its runs, ordered by dataset, backbone, MRdIB, alphas."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got '{split}'.")
+    ordered = sorted(records, key=_sort_key)
+    summaries = aggregate(((_key(r), getattr(r.summary, split)) for r in ordered), metrics)
+    return [(s, [r for r in ordered if _key(r) == s.key]) for s in summaries]
+
+
+def _varying_settings(groups: Sequence[tuple[GroupSummary, list[RunRecord]]]) -> tuple[list[str], dict[str, Any]]:
+    """(settings whose value differs between the groups that have them, the others with their one value).
+
+    A bare run has no MRdIB settings: `fusion_head` varies only if MRdIB runs disagree on it.
+    """
+    settings = [dict(summary.key) for summary, _ in groups]
+    names = sorted({name for s in settings for name in s} - set(SHOWN))
+    values = {n: {repr(s[n]): s[n] for s in settings if n in s} for n in names}
+    varying = [n for n in names if len(values[n]) > 1]
+    shared = {n: next(iter(values[n].values())) for n in names if n not in varying}
+    return varying, shared
+
+
+def report_markdown(records: Sequence[RunRecord], split: str = "test",
+                    metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+    """The Markdown comparison table: mean ± sample std over seeds, n runs, the seeds used."""
+    groups = group_runs(records, split, metrics)
+    varying, shared = _varying_settings(groups)
+    headers = ["dataset", "backbone", "MRdIB", "alpha1", "alpha2", "alpha3",
+               *(["other settings"] if varying else []), "n", "seeds", *(f"{split} {m}" for m in metrics)]
+    rows, repeated = [], []
+    for summary, runs in groups:
+        config = runs[0].config
+        settings = dict(summary.key)
+        alphas = [f"{getattr(config, a):g}" if config.mrdib else "-" for a in ("alpha1", "alpha2", "alpha3")]
+        seeds = sorted(r.config.seed for r in runs)
+        if len(set(seeds)) < len(seeds):
+            repeated.append(f"{dataset_label(config)}/{config.backbone} ({', '.join(str(r.run_dir) for r in runs)})")
+        other = [", ".join(f"{n}={settings.get(n, '-')}" for n in varying)] if varying else []
+        rows.append([dataset_label(config), config.backbone, "on" if config.mrdib else "off", *alphas, *other,
+                     summary.n, ", ".join(map(str, seeds)),
+                     *(mean_std_cell(summary.mean[m], summary.std[m]) for m in metrics)])
+    lines = [
+        f"{len(records)} finished runs in {len(groups)} groups. {split.capitalize()} metrics at each run's best "
+        "validation epoch; mean ± sample standard deviation over the runs of a group (one run: no spread).\n",
+        markdown_table(headers, rows),
+    ]
+    if shared:
+        lines.append("Shared settings: " + ", ".join(f"{k}={v}" for k, v in shared.items()) + ".\n")
+    if repeated:
+        lines.append("Warning: groups with a repeated seed (the same run counted more than once?): "
+                     + "; ".join(repeated) + ".\n")
+    return "\n".join(lines)
+
+
+def report_json(records: Sequence[RunRecord], split: str = "test",
+                metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, Any]:
+    """The groups behind the table: their settings, summaries and runs."""
+    return {"split": split, "metrics": list(metrics), "groups": [
+        {"settings": dict(summary.key), "n": summary.n, "mean": summary.mean, "std": summary.std,
+         "runs": [{"run_dir": str(r.run_dir), "seed": r.config.seed, split: getattr(r.summary, split)}
+                  for r in runs]}
+        for summary, runs in group_runs(records, split, metrics)
+    ]}
