@@ -46,6 +46,11 @@ class RunConfig:
     eval_batch_users: int = _setting(4096, "users scored at once during full-ranking evaluation")
     run_dir: str | None = _setting(None, "output folder (default runs/<dataset>-<backbone>-<time>)")
 
+    @property
+    def dataset_name(self) -> str:
+        """The dataset's display name: the folder name under --data-dir, else --dataset."""
+        return Path(self.data_dir).name if self.data_dir else self.dataset
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 

@@ -225,8 +225,7 @@ def default_run_dir(config: RunConfig) -> Path:
     """`runs/<dataset>-<backbone>[-mrdib]-<UTC time>` under the working directory."""
     variant = "mrdib" if config.mrdib else "bare"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    name = Path(config.data_dir).name if config.data_dir else config.dataset
-    return Path("runs") / f"{name}-{config.backbone}-{variant}-{stamp}"
+    return Path("runs") / f"{config.dataset_name}-{config.backbone}-{variant}-{stamp}"
 
 
 def train(config: RunConfig, verbose: bool = True) -> tuple[FitResult, Path]:

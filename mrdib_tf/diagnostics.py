@@ -1,0 +1,143 @@
+"""What a trained MRdIB run did to each modality: projections, mutual information, projector export.
+
+The paper's Figure 4 shows modality representations before and after the bottleneck; `diagnose`
+reproduces it for any run (h_m: the backbone's projection of modality m; mu_m: the bottleneck mean the
+model actually serves), estimates the mutual information between modalities with a freshly trained MINE
+critic on both, and exports the item representations for TensorBoard's embedding projector.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from itertools import combinations
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mrdib_tf.mine import Critic, mine_lower_bound
+
+
+def item_representations(model) -> dict[str, dict[str, np.ndarray]]:
+    """`{"h": {m: h_m}, "mu": {m: mu_m}}` for all items (`"mu"` only under MRdIB), as numpy."""
+    representations = model.backbone.modality_representations(training=False)
+    views = {"h": {m: t.numpy() for m, t in representations.items()}}
+    if model.regularizer is not None:
+        views["mu"] = {m: t.numpy() for m, t in model.regularizer(representations, training=False).items()}
+    return views
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Projects rows of `x` on their first two principal components (centred; sign fixed by the largest loading)."""
+    centred = x - x.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    top = components[:2]
+    signs = np.sign(top[np.arange(2), np.abs(top).argmax(axis=1)])
+    return centred @ (top * signs[:, None]).T
+
+
+def estimate_mutual_information(
+    a: np.ndarray, b: np.ndarray, steps: int = 300, batch_size: int = 512, seed: int = 0
+) -> float:
+    """A MINE (Donsker-Varadhan) estimate of I(a; b) in nats from paired rows, with a fresh critic.
+
+    The critic is trained with Adam on random minibatches; the estimate is the bound on all rows
+    afterwards (a lower bound up to estimation noise).
+    """
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b must pair rows: got {a.shape[0]} and {b.shape[0]} rows.")
+    critic = Critic(units=64, seed=seed)
+    a_all, b_all = tf.constant(a, tf.float32), tf.constant(b, tf.float32)
+    critic(a_all[:2], b_all[:2])
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(critic.trainable_variables)
+    rng = np.random.default_rng(seed)
+
+    @tf.function
+    def step(a_batch, b_batch, shuffle_seed):
+        with tf.GradientTape() as tape:
+            loss = -mine_lower_bound(critic, a_batch, b_batch, shuffle_seed)
+        optimizer.apply_gradients(zip(tape.gradient(loss, critic.trainable_variables),
+                                      critic.trainable_variables))
+
+    n = a.shape[0]
+    for k in range(steps):
+        rows = rng.choice(n, size=min(batch_size, n), replace=False)
+        step(tf.gather(a_all, rows), tf.gather(b_all, rows), tf.constant([seed, k], tf.int32))
+    return float(mine_lower_bound(critic, a_all, b_all, tf.constant([seed, steps], tf.int32)))
+
+
+def plot_projections(views: Mapping[str, Mapping[str, np.ndarray]], path: Path, title: str) -> None:
+    """One panel per view (h, mu): every modality's items projected jointly by PCA, coloured by modality."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"h": "before the bottleneck (h_m)", "mu": "bottleneck means (mu_m, served)"}
+    figure, axes = plt.subplots(1, len(views), figsize=(6 * len(views), 5), squeeze=False)
+    for axis, (view, modalities) in zip(axes[0], views.items()):
+        names = sorted(modalities)
+        points = pca_2d(np.concatenate([modalities[m] for m in names]))
+        start = 0
+        for name in names:
+            count = modalities[name].shape[0]
+            axis.scatter(*points[start : start + count].T, s=3, alpha=0.5, label=name)
+            start += count
+        axis.set_title(labels[view])
+        axis.set_xlabel("PC 1")
+        axis.set_ylabel("PC 2")
+        axis.legend(markerscale=4)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def export_projector(views: Mapping[str, Mapping[str, np.ndarray]], item_embeddings: np.ndarray,
+                     folder: Path) -> list[str]:
+    """Writes a TensorBoard projector log (checkpoint, `metadata.tsv`, `projector_config.pbtxt`) to `folder`.
+
+    Returns the tensor names exported: the final item embeddings and every view of every modality.
+    """
+    from tensorboard.plugins import projector
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {"items/final": item_embeddings}
+    for view, modalities in views.items():
+        tensors.update({f"items/{view}_{m}": x for m, x in modalities.items()})
+    n_items = item_embeddings.shape[0]
+    (folder / "metadata.tsv").write_text("".join(f"item {i}\n" for i in range(n_items)))
+    variables = {name.replace("/", "_"): tf.Variable(x, name=name) for name, x in tensors.items()}
+    tf.train.Checkpoint(**variables).save(str(folder / "embeddings.ckpt"))
+    config = projector.ProjectorConfig()
+    for key in variables:
+        embedding = config.embeddings.add()
+        embedding.tensor_name = f"{key}/.ATTRIBUTES/VARIABLE_VALUE"
+        embedding.metadata_path = "metadata.tsv"
+    projector.visualize_embeddings(str(folder), config)
+    return list(tensors)
+
+
+def diagnose(run, out_dir: Path, mine_steps: int = 300, seed: int = 0) -> dict:
+    """Writes `projections.png`, `diagnostics.json` and a `projector/` log for a `TrainedRun`; returns the JSON."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    views = item_representations(run.model)
+    if not views["h"]:
+        raise ValueError(f"Backbone '{run.config.backbone}' has no modalities: there is nothing to diagnose.")
+    variant = "MRdIB" if run.model.regularizer is not None else "bare"
+    plot_projections(views, out_dir / "projections.png",
+                     f"{run.config.backbone} ({variant}) on {run.config.dataset_name}: item representations (PCA)")
+    mutual_information = {
+        view: {f"{a}~{b}": estimate_mutual_information(x[a], x[b], steps=mine_steps, seed=seed)
+               for a, b in combinations(sorted(x), 2)}
+        for view, x in views.items()
+    }
+    _, item_embeddings = run.model.final_embeddings()
+    exported = export_projector(views, item_embeddings.numpy(), out_dir / "projector")
+    report = {"run": run.config.run_dir, "variant": variant,
+              "mutual_information_nats": mutual_information, "projector_tensors": exported}
+    (out_dir / "diagnostics.json").write_text(json.dumps(report, indent=2))
+    return report
