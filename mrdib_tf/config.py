@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATASET = "tiktok"
+from data_pipeline.registry import DEFAULT_DATASET
 
 
 def _setting(default: Any, help: str) -> Any:
