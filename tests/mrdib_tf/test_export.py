@@ -8,17 +8,13 @@ which this pytest process has already done) and probed in another that imports o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PROBE = Path(__file__).with_name("serving_probe.py")
+from tests.export_helpers import finish, run_probe, start_python, subprocess_env
 
 # Hand-worked catalogue: 4 users x 5 items, 2-d. User 3 has no training item (an unknown user).
 HAND_USERS = [[1, 0], [0, 1], [1, 1], [0, 0]]
@@ -84,23 +80,6 @@ def _numpy_top_k(case: dict, k: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.take_along_axis(scores, order, axis=1)
 
 
-def run_probe(jobs: list[dict], tmp: Path) -> dict:
-    """Runs serving_probe.py on `jobs` in a fresh process that imports only TensorFlow."""
-    (tmp / "jobs.json").write_text(json.dumps(jobs))
-    result = subprocess.run([sys.executable, str(PROBE), str(tmp / "jobs.json"), str(tmp / "probe.json")],
-                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((tmp / "probe.json").read_text())
-
-
-def run_legacy_keras(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    """Runs `python args...` from the project root with TF_USE_LEGACY_KERAS=1 (the export's environment)."""
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("export")
@@ -121,7 +100,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
                          "test_metrics": {"recall@20": 0.5}, "note": "hand-made"},
         })
     spec = {"root": str(tmp / "saved_models"), "cases": cases}
-    built = json.loads(run_legacy_keras(["-c", BUILD_SCRIPT, json.dumps(spec)], tmp).stdout.splitlines()[-1])
+    builder = start_python(["-c", BUILD_SCRIPT, json.dumps(spec)], subprocess_env(tmp, TF_USE_LEGACY_KERAS="1"))
+    built = json.loads(finish(builder).splitlines()[-1])
     hand, big_k, random_dir = built["exports"]["hand"][0], built["exports"]["hand_big_k"][0], built["exports"]["random"][0]
     jobs = [
         {"model_dir": hand, "requests": [
