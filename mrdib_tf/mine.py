@@ -3,11 +3,18 @@
 MRdIB's redundancy objective minimises I(z_a; z_b) between two modalities' codes. MINE estimates it
 with a critic T that maximises
 
-    I_hat = mean_i T(a_i, b_i) - log mean_j exp T(a_j, b_perm(j)),
+    I_hat = mean_i T(a_i, b_i) - log mean_j exp T(a_j, b_{(j - s) mod n}),
 
-where pairing a with a shuffled b samples the product of the marginals. The critic ascends I_hat while
-the encoders descend it; `reverse_gradient` lets one loss and one optimizer step do both (see
-`MRdIBRegularizer.auxiliary_losses` for the sign convention).
+where pairing each a with another row's b samples the product of the marginals. The pairing is a random
+cyclic shift s in [1, n - 1] of the batch rather than a random permutation: the rows of a batch are
+i.i.d. draws (the training data are fully shuffled), so a_j and b_k from two different rows are
+independent and each such pair is a draw from p(a) p(b), whichever k != j is chosen. A shift never pairs
+a row with itself (a permutation keeps about one fixed point, a joint pair in the marginal term), and it
+costs a slice and a concatenation where a permutation costs a sort, which XLA on CPU compiles very
+badly. The rows must be in random order for this to hold: feed shuffled batches.
+
+The critic ascends I_hat while the encoders descend it; `reverse_gradient` lets one loss and one
+optimizer step do both (see `MRdIBRegularizer.auxiliary_losses` for the sign convention).
 """
 
 from __future__ import annotations
@@ -26,13 +33,14 @@ def reverse_gradient(x: tf.Tensor):
     return tf.identity(x), grad
 
 
-def random_permutation(n: tf.Tensor | int, seed: tf.Tensor) -> tf.Tensor:
-    """A uniformly random permutation of range(n) from a stateless int32 seed of shape [2].
+def marginal_shift(n: tf.Tensor | int, seed: tf.Tensor) -> tf.Tensor:
+    """A uniformly random cyclic shift in [1, n - 1] (0 when n == 1) from a stateless int32 seed of shape [2].
 
-    argsort of uniform noise rather than tf.random.shuffle: it is stateless (reproducible from the
-    seed) and compiles under XLA.
+    `tf.roll(b, shift, axis=0)` then pairs row j with row (j - shift) mod n: a derangement of the rows.
     """
-    return tf.argsort(tf.random.stateless_uniform([n], seed=seed))
+    n = tf.convert_to_tensor(n, tf.int32)
+    shift = tf.random.stateless_uniform([], seed=seed, minval=1, maxval=tf.maximum(n, 2), dtype=tf.int32)
+    return tf.math.floormod(shift, n)
 
 
 def donsker_varadhan(joint_scores: tf.Tensor, marginal_scores: tf.Tensor) -> tf.Tensor:
@@ -77,8 +85,36 @@ class Critic(keras.layers.Layer):
         self.score.build(shape)
 
     def call(self, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-        x = tf.concat([a, b], axis=-1)
-        for layer in self.hidden:
+        """T(a_i, b_i) for every row i."""
+        from_a, from_b = self._first_layer_terms(a, b)
+        return self._scores_from_first_layer(from_a + from_b)
+
+    def joint_and_marginal(self, a: tf.Tensor, b: tf.Tensor, shift: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """T(a_i, b_i) and T(a_i, b_{(i - shift) mod n}) in one pass.
+
+        The first layer is linear in concat(a, b), so a W_a and b W_b are computed once and the shifted
+        pairing rolls b W_b instead of b: half the first-layer work of two separate calls.
+        """
+        from_a, from_b = self._first_layer_terms(a, b)
+        n = tf.shape(a)[0]
+        both = self._scores_from_first_layer(
+            tf.concat([from_a + from_b, from_a + tf.roll(from_b, shift, axis=0)], axis=0)
+        )
+        return both[:n], both[n:]
+
+    def _first_layer_terms(self, a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """a W_a and b W_b, where [W_a; W_b] is the first hidden layer's kernel split by input rows."""
+        if not self.built:  # first use through joint_and_marginal rather than __call__
+            with keras.name_scope(self.name, caller=self):
+                self.build(tuple(a.shape), tuple(b.shape))
+        kernel = self.hidden[0].kernel
+        width = a.shape[-1]
+        return tf.matmul(a, kernel[:width]), tf.matmul(b, kernel[width:])
+
+    def _scores_from_first_layer(self, pre_activation: tf.Tensor) -> tf.Tensor:
+        first = self.hidden[0]
+        x = first.activation(pre_activation + first.bias)
+        for layer in self.hidden[1:]:
             x = layer(x)
         return tf.squeeze(self.score(x), axis=-1)
 
@@ -87,7 +123,6 @@ class Critic(keras.layers.Layer):
 
 
 def mine_lower_bound(critic: Critic, a: tf.Tensor, b: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """The Donsker-Varadhan estimate of I(a; b) from paired rows, shuffling b with `seed` ([2] int32)."""
-    shuffled_b = tf.gather(b, random_permutation(tf.shape(b)[0], seed))
-    return donsker_varadhan(critic(a, b), critic(a, shuffled_b))
-
+    """The Donsker-Varadhan estimate of I(a; b) from paired rows; `seed` ([2] int32) draws the marginal shift."""
+    joint, marginal = critic.joint_and_marginal(a, b, marginal_shift(tf.shape(b)[0], seed))
+    return donsker_varadhan(joint, marginal)

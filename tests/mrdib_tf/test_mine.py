@@ -1,12 +1,12 @@
-"""MINE pieces: gradient reversal, the stable Donsker-Varadhan bound, the permutation, the critic, and the
-estimate itself against the closed-form mutual information of correlated Gaussians."""
+"""MINE pieces: gradient reversal, the stable Donsker-Varadhan bound, the marginal shift, the critic, and
+the estimate itself against the closed-form mutual information of correlated Gaussians."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import keras
 
-from mrdib_tf.mine import Critic, donsker_varadhan, mine_lower_bound, random_permutation, reverse_gradient
+from mrdib_tf.mine import Critic, donsker_varadhan, marginal_shift, mine_lower_bound, reverse_gradient
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -44,13 +44,26 @@ def test_donsker_varadhan_is_stable_for_large_scores():
     np.testing.assert_allclose(float(got), expected, rtol=1e-6)
 
 
-def test_random_permutation_is_a_reproducible_permutation_under_xla():
-    permute = tf.function(random_permutation, jit_compile=True)
-    first = permute(50, tf.constant([1, 2])).numpy()
-    np.testing.assert_array_equal(np.sort(first), np.arange(50))
-    np.testing.assert_array_equal(permute(50, tf.constant([1, 2])).numpy(), first)
-    assert not np.array_equal(permute(50, tf.constant([1, 3])).numpy(), first)
-    assert not np.array_equal(first, np.arange(50))
+def test_marginal_shift_pairs_rows_by_a_reproducible_derangement_under_xla():
+    n = 50
+    shift = tf.function(marginal_shift, jit_compile=True)
+    first = int(shift(n, tf.constant([1, 2])))
+    pairing = tf.roll(tf.range(n), first, axis=0).numpy()  # row j is paired with row pairing[j]
+    np.testing.assert_array_equal(np.sort(pairing), np.arange(n))  # a permutation
+    assert not np.any(pairing == np.arange(n))  # with no fixed point: no row paired with itself
+    assert int(shift(n, tf.constant([1, 2]))) == first
+    assert len({int(shift(n, tf.constant([1, s]))) for s in range(20)}) > 10
+
+
+def test_marginal_shift_is_uniform_over_the_derangements():
+    n, draws = 7, 6000
+    shifts = np.array([int(marginal_shift(n, tf.constant([s, 9]))) for s in range(draws)])
+    assert shifts.min() >= 1 and shifts.max() <= n - 1
+    counts = np.bincount(shifts, minlength=n)[1:]
+    expected = draws / (n - 1)
+    chi_square = np.sum((counts - expected) ** 2 / expected)
+    assert chi_square < 20.5, counts  # 5 degrees of freedom: p ~ 0.001
+    assert int(marginal_shift(1, tf.constant([1, 2]))) == 0  # one row: nothing else to pair with
 
 
 def _elu(x):
@@ -69,6 +82,25 @@ def test_critic_is_an_elu_mlp_on_the_concatenation():
     kernel, bias = (v.numpy() for v in critic.score.weights)
     np.testing.assert_allclose(got, (x @ kernel + bias)[:, 0], rtol=1e-5, atol=1e-6)
     assert got.shape == (4,)
+
+
+def test_joint_and_marginal_scores_are_the_critic_on_the_pairs_and_on_the_shifted_pairs():
+    critic = Critic(units=5, seed=3)
+    a = np.random.default_rng(1).normal(size=(6, 2)).astype(np.float32)
+    b = np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)
+    joint, marginal = tf.function(critic.joint_and_marginal, jit_compile=True)(a, b, tf.constant(2))
+
+    def mlp(a, b):
+        x = np.concatenate([a, b], axis=1)
+        for layer in critic.hidden:
+            kernel, bias = (v.numpy() for v in layer.weights)
+            x = _elu(x @ kernel + bias)
+        kernel, bias = (v.numpy() for v in critic.score.weights)
+        return (x @ kernel + bias)[:, 0]
+
+    np.testing.assert_allclose(joint.numpy(), mlp(a, b), rtol=1e-5, atol=1e-6)
+    # row j meets b[(j - 2) mod 6]
+    np.testing.assert_allclose(marginal.numpy(), mlp(a, b[(np.arange(6) - 2) % 6]), rtol=1e-5, atol=1e-6)
 
 
 def test_critic_seed_fixes_its_initial_weights():
