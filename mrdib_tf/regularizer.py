@@ -37,29 +37,42 @@ class Bottleneck:
         posteriors: modality -> q_m(z | h_m) over all rows given to `encode`: a diagonal Normal with
             event shape [d_m] (a point mass at mu_m when `alpha_kl` is 0).
         codes: modality -> z_m [n, d_m]: a reparameterized sample in training, mu_m at inference.
+        seed: the step's stateless seed ([2] int32) that the sampling used and the MINE shifts derive
+            from; None at inference, where nothing is drawn.
     """
 
     posteriors: dict[str, tfd.Distribution]
     codes: dict[str, tf.Tensor]
+    seed: tf.Tensor | None = None
 
 
 class _PreferenceHead(keras.layers.Layer):
-    """g: codes -> user space, scored against the user as <u, g(z)> (MRdIB's decoders and fusion head)."""
+    """g(z) = z K + c in user space, scored against the user as <u, g(z)> (MRdIB's decoders and fusion head).
+
+    Called on a BPR triple at once: <u, z K + c> = <u K^T, z> + <u, c>, so u K^T is computed once for the
+    positive and the negative codes, one matmul where scoring each side separately takes two.
+    """
 
     def __init__(self, seed: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.seed = seed
 
-    def build(self, codes_shape: tuple, users_shape: tuple) -> None:
+    def build(self, users_shape: tuple, pos_codes_shape: tuple, neg_codes_shape: tuple) -> None:
         self.kernel = self.add_weight(
-            shape=(codes_shape[-1], users_shape[-1]),
+            shape=(pos_codes_shape[-1], users_shape[-1]),
             initializer=keras.initializers.GlorotUniform(self.seed),
             name="kernel",
         )
         self.bias = self.add_weight(shape=(users_shape[-1],), initializer="zeros", name="bias")
 
-    def call(self, codes: tf.Tensor, users: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_sum(users * (tf.matmul(codes, self.kernel) + self.bias), axis=-1)
+    def call(self, users: tf.Tensor, pos_codes: tf.Tensor, neg_codes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(<u_i, g(pos_i)>, <u_i, g(neg_i)>) for every row i."""
+        users_in_code_space = tf.matmul(users, self.kernel, transpose_b=True)
+        user_bias = tf.reduce_sum(users * self.bias, axis=-1)
+        return (
+            tf.reduce_sum(users_in_code_space * pos_codes, axis=-1) + user_bias,
+            tf.reduce_sum(users_in_code_space * neg_codes, axis=-1) + user_bias,
+        )
 
 
 def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
@@ -83,6 +96,16 @@ def _check_weight(name: str, value: float) -> float:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"MRdIBRegularizer: {name} must be a finite number >= 0 (0 disables it), got {value!r}.")
     return float(value)
+
+
+def _fold_seed(seed: tf.Tensor, index: int) -> tf.Tensor:
+    """The index-th branch's seed within a step: `seed` shifted by `index` in its first component.
+
+    `SeedGenerator` advances the second component by one per step, so no two (step, branch) pairs share
+    a seed. An addition rather than `stateless_fold_in`: a hashed seed is a scalar computation that XLA
+    may fuse into, and repeat for, every element of the random tensor it seeds.
+    """
+    return seed + tf.constant([index, 0], dtype=seed.dtype)
 
 
 def _standard_normal_like(posterior: tfd.Distribution) -> tfd.Distribution:
@@ -111,9 +134,10 @@ class MRdIBRegularizer(keras.layers.Layer):
     gradients are. With Adam the critics' alpha_mi-scaled gradients still move at the full learning rate.
 
     Seeds: `seed` fixes the weight initialisers of the critics and heads and the stream of per-step
-    randomness (reparameterization noise, MINE's shuffles), drawn from `self.seed_generator`, a stateless
-    counter that compiled steps advance. None draws it from Keras' global seed. XLA and eager draw
-    different numbers from the same seed; each is reproducible on its own.
+    randomness (reparameterization noise, MINE's marginal shifts). A training `encode` advances
+    `self.seed_generator`, a stateless counter that compiled steps advance, once; every modality's noise
+    and every pair's shift get their own seed folded from that one. None draws it from Keras' global
+    seed. XLA and eager draw different numbers from the same seed; each is reproducible on its own.
 
     Variables: `encode` creates mu_m and sigma_m; the critics and heads (which need the user width) are
     created by the first `auxiliary_losses`. Run one step eagerly before building an optimizer over
@@ -234,18 +258,19 @@ class MRdIBRegularizer(keras.layers.Layer):
         self._check_keys(representations)
         if not self.built:
             self.build({m: tuple(representations[m].shape) for m in self.modalities})
+        seed = self._next_seed() if training and (self.stochastic or self.pairs) else None
         posteriors, codes = {}, {}
-        for m in self.modalities:
+        for index, m in enumerate(self.modalities):
             h = representations[m]
             mu = self.mu[m](h)
             if self.stochastic:
                 sigma = tf.math.softplus(self.sigma[m](h) - SIGMA_OFFSET) + SIGMA_FLOOR
                 posteriors[m] = tfd.Independent(tfd.Normal(mu, sigma), reinterpreted_batch_ndims=1)
-                codes[m] = posteriors[m].sample(seed=self._next_seed()) if training else mu
+                codes[m] = posteriors[m].sample(seed=_fold_seed(seed, index)) if training else mu
             else:
                 posteriors[m] = tfd.VectorDeterministic(mu)
                 codes[m] = mu
-        return Bottleneck(posteriors=posteriors, codes=codes)
+        return Bottleneck(posteriors=posteriors, codes=codes, seed=seed)
 
     def call(self, representations: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """The codes only: posterior means at inference, which is all an exported model keeps."""
@@ -285,26 +310,27 @@ class MRdIBRegularizer(keras.layers.Layer):
         if self.pairs or self.decoders or self.fusion is not None:
             pos_codes = {m: tf.gather(bottleneck.codes[m], pos_items) for m in self.modalities}
         if self.pairs:
+            # an inference-time bottleneck drew no seed; the shifts then take a fresh one
+            seed = bottleneck.seed if bottleneck.seed is not None else self._next_seed()
             reversed_codes = {m: reverse_gradient(z) for m, z in pos_codes.items()}
             losses["mi_estimate"] = tf.add_n([
-                mine_lower_bound(critic, reversed_codes[a], reversed_codes[b], self._next_seed())
-                for critic, (a, b) in zip(self.critics, self.pairs)
+                mine_lower_bound(
+                    critic, reversed_codes[a], reversed_codes[b], _fold_seed(seed, len(self.modalities) + k)
+                )
+                for k, (critic, (a, b)) in enumerate(zip(self.critics, self.pairs))
             ])
             terms.append(-self.alpha_mi * losses["mi_estimate"])
         if self.decoders or self.fusion is not None:
             neg_codes = {m: tf.gather(bottleneck.codes[m], neg_items) for m in self.modalities}
         if self.decoders:
             losses["unique"] = tf.add_n([
-                bpr_loss(head(pos_codes[m], user_embeddings), head(neg_codes[m], user_embeddings))
-                for m, head in self.decoders.items()
+                bpr_loss(*head(user_embeddings, pos_codes[m], neg_codes[m])) for m, head in self.decoders.items()
             ])
             terms.append(self.alpha_unique * losses["unique"])
         if self.fusion is not None:
             fused_pos = tf.concat([pos_codes[m] for m in self.modalities], axis=-1)
             fused_neg = tf.concat([neg_codes[m] for m in self.modalities], axis=-1)
-            losses["synergy"] = bpr_loss(
-                self.fusion(fused_pos, user_embeddings), self.fusion(fused_neg, user_embeddings)
-            )
+            losses["synergy"] = bpr_loss(*self.fusion(user_embeddings, fused_pos, fused_neg))
             terms.append(losses["synergy"])
         losses["total"] = tf.add_n(terms) if terms else tf.zeros([], dtype=user_embeddings.dtype)
         return losses
