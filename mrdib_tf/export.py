@@ -26,9 +26,12 @@ Defined answers, never an error:
 - Empty batch: outputs with a 0-length batch dimension ([0, K] and [0]).
 
 BruteForce has no exclusion argument, so the index is asked for C = min(K + T, n_items) candidates,
-T the most training items any user has; removing the user's training items (looked up by binary search
-in the sorted keys user * n_items + item) leaves at least min(K, items the user has not trained on), so
-the result is exactly the full-ranking top-K with training items masked (ties: lower item id first).
+T the most training items of the users asked; removing each user's training items (looked up by binary
+search in the sorted keys user * n_items + item) leaves at least min(K, items the user has not trained
+on), so the result is exactly the full-ranking top-K with training items masked (ties: lower item id
+first). The index's top-C dominates latency and training counts are heavy-tailed (tiktok: median 2,
+max 603), so a batch is answered in two such exact passes: all users with T capped at `light_items`
+(default K), then only the users with more training items than that, with their own T.
 
 TFRS 0.7.7 imports only under tf_keras: set `TF_USE_LEGACY_KERAS=1` before TensorFlow is first
 imported in the process (`trainers/export.py` and `benchmarks/export_latency.py` do).
@@ -113,6 +116,9 @@ class RetrievalModule(tf.Module):
         train: each user's training items (excluded from recommendations), over the same ids.
         top_k: K, the length of each recommendation list; clamped to n_items.
         metadata: what the `metadata` signature reports.
+        light_items: users with at most this many training items are answered by the first index
+            pass (top K + light_items candidates), heavier ones by a second pass of their own; default K.
+            A latency knob only: answers are exact for any value >= 0.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class RetrievalModule(tf.Module):
         train: UserItems,
         top_k: int,
         metadata: ExportMetadata,
+        light_items: int | None = None,
     ):
         super().__init__(name="retrieval")
         user_embeddings = np.asarray(user_embeddings, dtype=np.float32)
@@ -145,8 +152,10 @@ class RetrievalModule(tf.Module):
             raise ValueError(f"top_k must be >= 1; got {top_k}.")
         self.n_users, self.n_items = int(n_users), int(n_items)
         self.top_k = min(int(top_k), self.n_items)
+        self.light_items = self.top_k if light_items is None else int(light_items)
+        if self.light_items < 0:
+            raise ValueError(f"light_items must be >= 0; got {light_items}.")
         counts = np.diff(train.indptr).astype(np.int64)
-        self.n_candidates = min(self.top_k + int(counts.max()), self.n_items)
         self.export_metadata = metadata
         self.export_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -159,7 +168,7 @@ class RetrievalModule(tf.Module):
         self.popular_items = tf.Variable(
             _popular_items(train, self.top_k), trainable=False, name="popular_items"
         )
-        self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.n_candidates, name="item_index")
+        self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.top_k, name="item_index")
         self.index.index(tf.constant(item_embeddings), tf.range(self.n_items, dtype=tf.int64))
 
     def _known_users(self, user_id: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -168,23 +177,43 @@ class RetrievalModule(tf.Module):
         safe = tf.where(in_range, user_id, tf.zeros_like(user_id))
         return in_range & (tf.gather(self.train_item_counts, safe) > 0), safe
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id")])
-    def recommend(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The top-K items of each user, training items excluded (`serving_default`)."""
-        known, safe = self._known_users(user_id)
-        scores, items = self.index(tf.gather(self.user_embeddings, safe), k=self.n_candidates)
-        keys = tf.reshape(safe[:, None] * self.n_items + items, [-1])
+    def _top_untrained(self, users: tf.Tensor, trained_counts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Exact top-K of `users` without their training items, from one index lookup.
+
+        The index is asked for K + max(trained_counts) candidates (at most n_items); dropping each
+        user's training items from them leaves its K best untrained items, or all of them, padded.
+        """
+        most_trained = tf.maximum(tf.reduce_max(trained_counts), 0)  # an empty batch's max is int64's minimum
+        n_candidates = tf.cast(tf.minimum(self.top_k + most_trained, self.n_items), tf.int32)
+        scores, items = self.index(tf.gather(self.user_embeddings, users), k=n_candidates)
+        keys = tf.reshape(users[:, None] * self.n_items + items, [-1])
         found = tf.gather(self.train_keys, tf.searchsorted(self.train_keys, keys, side="left"))
         trained = tf.reshape(tf.equal(found, keys), tf.shape(items))
         # top_k keeps equal values in index order, so this is a stable move of the kept candidates to the front.
         kept_scores, order = tf.math.top_k(tf.where(trained, -np.inf, scores), k=self.top_k)
         kept = tf.logical_not(tf.gather(trained, order, batch_dims=1))
         item_ids = tf.where(kept, tf.gather(items, order, batch_dims=1), tf.constant(PADDING_ITEM, tf.int64))
-        kept_scores = tf.where(kept, kept_scores, -np.inf)
+        return item_ids, tf.where(kept, kept_scores, -np.inf)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id")])
+    def recommend(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The top-K items of each user, training items excluded (`serving_default`).
+
+        Two exact passes keep the index's top-k small: every user with room for `light_items` training
+        items, then again, with room for their own counts, only the users who have more.
+        """
+        known, safe = self._known_users(user_id)
+        trained_counts = tf.where(known, tf.gather(self.train_item_counts, safe), tf.zeros_like(safe))
+        light_counts = tf.minimum(trained_counts, self.light_items)
+        item_ids, scores = self._top_untrained(safe, light_counts)
+        heavy = tf.where(trained_counts > self.light_items)  # [h, 1] row positions
+        heavy_ids, heavy_scores = self._top_untrained(tf.gather_nd(safe, heavy), tf.gather_nd(trained_counts, heavy))
+        item_ids = tf.tensor_scatter_nd_update(item_ids, heavy, heavy_ids)
+        scores = tf.tensor_scatter_nd_update(scores, heavy, heavy_scores)
         popular = tf.broadcast_to(self.popular_items[None, :], tf.shape(item_ids))
         return {
             "item_ids": tf.where(known[:, None], item_ids, popular),
-            "scores": tf.where(known[:, None], kept_scores, np.nan),
+            "scores": tf.where(known[:, None], scores, np.nan),
             "known_user": known,
         }
 

@@ -14,6 +14,7 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -64,6 +65,8 @@ def export_run(run_dir: str | Path, out: str | Path = DEFAULT_OUT, name: str | N
 
 def main(argv: list[str] | None = None) -> int:
     configure_runtime()
+    for noisy in ("absl", "tensorflow"):  # SavedModel writing logs every renamed input and asset folder
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
     try:
         version_dir = export_run(args.run_dir, args.out, args.name, args.top_k)
