@@ -20,7 +20,7 @@ from typing import Any
 from mrdib_tf.config import RunConfig
 from mrdib_tf.progress import RunClock, format_duration
 from mrdib_tf.results import (
-    RunSummary, aggregate, dataset_label, markdown_table, mean_std_cell, train_or_reuse,
+    RunSummary, aggregate, markdown_table, mean_std_cell, train_or_reuse,
 )
 
 ABLATION_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -100,7 +100,7 @@ def ablation_markdown(base: RunConfig, finished, total_runs: int, metrics: Seque
                      *(mean_std_cell(group.mean[m], group.std[m]) for m in metrics)])
     headers = ["variant", "alpha1", "alpha2", "alpha3", "n", *(f"test {m}" for m in metrics)]
     return (
-        f"# MRdIB ablation: {dataset_label(base)} / {base.backbone}\n\n"
+        f"# MRdIB ablation: {base.dataset_name} / {base.backbone}\n\n"
         f"{len(finished)} of {total_runs} runs finished. Test metrics at the best validation "
         f"{base.valid_metric} epoch; mean ± sample standard deviation over seeds (n = seeds). "
         f"epochs <= {base.epochs}, patience {base.patience}, lr {base.lr:g}, batch {base.batch_size}, "

@@ -4,8 +4,6 @@ A finished run folder (written by `mrdib_tf.training.train`) holds `config.json`
 `metrics.json` (the `FitResult`: best epoch, validation and test metrics, timings). The tuner, the
 ablation and `trainers.report` all read runs through `read_run`, skip finished runs through
 `train_or_reuse`, and summarise seeds through `aggregate`, so every table is computed from files.
-
-This module imports neither TensorFlow nor Keras: reports over finished runs start instantly.
 """
 
 from __future__ import annotations
@@ -159,11 +157,6 @@ def train_or_reuse(config: RunConfig, train_fn: Callable[[RunConfig], Any]) -> t
             )
         return record.summary, True
     return RunSummary.of(train_fn(config)), False
-
-
-def dataset_label(config: RunConfig) -> str:
-    """The dataset's name as tables show it: the folder name for `--data-dir` runs."""
-    return Path(config.data_dir).name if config.data_dir else config.dataset
 
 
 def experiment_settings(config: RunConfig) -> dict[str, Any]:

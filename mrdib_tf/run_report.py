@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mrdib_tf.results import (
-    GroupSummary, RunRecord, aggregate, dataset_label, experiment_settings, markdown_table, mean_std_cell,
+    GroupSummary, RunRecord, aggregate, experiment_settings, markdown_table, mean_std_cell,
 )
 
 DEFAULT_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -30,7 +30,7 @@ def _orderable(value: Any) -> tuple:
 def _sort_key(record: RunRecord) -> tuple:
     config = record.config
     rest = tuple((name, _orderable(value)) for name, value in _key(record))
-    return (dataset_label(config), config.backbone, config.mrdib, rest)
+    return (config.dataset_name, config.backbone, config.mrdib, rest)
 
 
 def group_runs(records: Sequence[RunRecord], split: str, metrics: Sequence[str]) -> list[tuple[GroupSummary, list[RunRecord]]]:
@@ -69,9 +69,9 @@ def report_markdown(records: Sequence[RunRecord], split: str = "test",
         alphas = [f"{getattr(config, a):g}" if config.mrdib else "-" for a in ("alpha1", "alpha2", "alpha3")]
         seeds = sorted(r.config.seed for r in runs)
         if len(set(seeds)) < len(seeds):
-            repeated.append(f"{dataset_label(config)}/{config.backbone} ({', '.join(str(r.run_dir) for r in runs)})")
+            repeated.append(f"{config.dataset_name}/{config.backbone} ({', '.join(str(r.run_dir) for r in runs)})")
         other = [", ".join(f"{n}={settings.get(n, '-')}" for n in varying)] if varying else []
-        rows.append([dataset_label(config), config.backbone, "on" if config.mrdib else "off", *alphas, *other,
+        rows.append([config.dataset_name, config.backbone, "on" if config.mrdib else "off", *alphas, *other,
                      summary.n, ", ".join(map(str, seeds)),
                      *(mean_std_cell(summary.mean[m], summary.std[m]) for m in metrics)])
     lines = [

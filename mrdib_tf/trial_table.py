@@ -107,9 +107,10 @@ def plot_objective(records: Sequence[TrialRecord], path: Path, objective_name: s
     axes.set_xlabel("trial" + (" (red lines: failed trials)" if failed else ""))
     axes.set_ylabel(f"validation {objective_name}")
     axes.set_title(title)
+    axes.margins(x=0.05, y=0.15)  # room for the annotation above the best point
     axes.grid(alpha=0.3)
     if done:
-        axes.legend(loc="lower right")
+        axes.legend(loc="best")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -32,7 +32,7 @@ import keras_tuner
 from mrdib_tf.config import RunConfig
 from mrdib_tf.progress import RunClock, format_duration
 from mrdib_tf.results import (
-    NON_EXPERIMENT_SETTINGS, RunSummary, dataset_label, setting_differences, train_or_reuse,
+    NON_EXPERIMENT_SETTINGS, RunSummary, setting_differences, train_or_reuse,
 )
 from mrdib_tf.trial_table import TrialRecord, plot_objective, write_trial_tables
 
@@ -319,7 +319,7 @@ class Search:
     def write_tables(self, records: list[TrialRecord]) -> None:
         best = self.best_record(records)
         write_trial_tables(records, self.folder, self.objective, best.trial if best else None)
-        title = f"{dataset_label(self.base)} / {self.base.backbone}: {self.settings.tuner} search"
+        title = f"{self.base.dataset_name} / {self.base.backbone}: {self.settings.tuner} search"
         plot_objective(records, self.folder / "objective.png", self.base.valid_metric, title)
 
     # -- the whole search --------------------------------------------------------------------------

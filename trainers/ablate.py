@@ -39,11 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from mrdib_tf.ablation import MARKDOWN_FILE, run_ablation
     from mrdib_tf.config import config_from_args
-    from mrdib_tf.results import dataset_label
     from mrdib_tf.training import train
 
     config = config_from_args(args)
-    folder = Path(config.run_dir or Path("runs") / f"ablate-{dataset_label(config)}-{config.backbone}")
+    folder = Path(config.run_dir or Path("runs") / f"ablate-{config.dataset_name}-{config.backbone}")
     try:
         run_ablation(config, args.seeds, folder, train_fn=lambda c: train(c, verbose=args.show_epochs)[0])
     except KeyboardInterrupt:

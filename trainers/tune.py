@@ -51,12 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_runtime()
     args = parse_args(argv)
     from mrdib_tf.config import config_from_args
-    from mrdib_tf.results import dataset_label
     from mrdib_tf.training import train
     from mrdib_tf.tuning import Search, SearchSettings
 
     config = config_from_args(args)
-    folder = Path(config.run_dir or Path("runs") / f"tune-{dataset_label(config)}-{config.backbone}-{args.tuner}")
+    folder = Path(config.run_dir or Path("runs") / f"tune-{config.dataset_name}-{config.backbone}-{args.tuner}")
     try:
         settings = SearchSettings(
             tuner=args.tuner, max_trials=args.max_trials, tune_lr=args.tune_lr,

@@ -136,6 +136,18 @@ def test_interrupted_search_resumes_without_retraining_finished_trials(tmp_path)
                for line in lines)
 
 
+def test_a_search_interrupted_in_its_first_trial_starts_that_trial_again(tmp_path):
+    folder = tmp_path / "search"
+    first = DisagreeingTrainer(fail_at_call=1)  # KerasTuner has saved no tuner state yet
+    with pytest.raises(KeyboardInterrupt):
+        _search(folder, first, tuner="bayesian").run()
+    second = DisagreeingTrainer()
+    outcome = _search(folder, second, tuner="bayesian").run()
+    assert _folder_names(second.calls) == ["trial_0", "trial_1", "trial_2", "trial_3", "best"]
+    assert second.calls[0].alpha1 == first.calls[0].alpha1  # the oracle's seeded draw is repeated
+    assert [r.status for r in outcome.records] == ["COMPLETED"] * 4
+
+
 def test_a_finished_search_can_be_extended_but_not_changed(tmp_path):
     folder = tmp_path / "search"
     _search(folder, DisagreeingTrainer(), max_trials=2).run()
