@@ -67,18 +67,19 @@ def time_variants(dataset, backbones: list[str], repeats: int) -> list[tuple[str
         keras.utils.set_random_seed(config.seed)
         trainer = Trainer(build_recommender(dataset, config), dataset, config, verbose=False)
         trainer.build()
-        trainer.train_epoch(0)  # warm-up: tracing and compilation
+        batches = trainer.batch_stream()
+        trainer.train_epoch(0, batches)  # warm-up: tracing and compilation
         trainer.evaluate(trainer.valid_evaluator)
-        trainers.append((label, trainer, [], []))
+        trainers.append((label, trainer, batches, [], []))
     for repeat in range(repeats):
-        for label, trainer, epochs, evals in trainers:
+        for label, trainer, batches, epochs, evals in trainers:
             start = time.perf_counter()
-            trainer.train_epoch(repeat + 1)
+            trainer.train_epoch(repeat + 1, batches)
             epochs.append(time.perf_counter() - start)
             start = time.perf_counter()
             trainer.evaluate(trainer.valid_evaluator)
             evals.append(time.perf_counter() - start)
-    return [(label, epochs, evals) for label, _, epochs, evals in trainers]
+    return [(label, epochs, evals) for label, _, _, epochs, evals in trainers]
 
 
 def main() -> None:

@@ -71,11 +71,20 @@ class PreparedDataset:
     def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
         """One epoch of shuffled training batches with one sampled negative per positive.
 
-        The pairs are streamed from the train TFRecords, shuffled over the full epoch (a stateless
-        permutation, equivalent to a shuffle buffer of the dataset's size, seeded from
+        Exactly the batches `train_epochs(batch_size, seed, epoch)` yields first; see there.
+        """
+        return self.train_epochs(batch_size, seed, epoch).take(self.steps_per_epoch(batch_size))
+
+    def train_epochs(self, batch_size: int, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
+        """Every epoch from `first_epoch` on, back to back, as one endless pipeline.
+
+        Per epoch, the pairs are streamed from the train TFRecords, shuffled over the full epoch (a
+        stateless permutation, equivalent to a shuffle buffer of the dataset's size, seeded from
         (seed, epoch) and independent of TensorFlow's global seed), batched (last partial batch
         kept), given negatives drawn exactly uniformly from the items the user has no train pair
-        with (seeded from (seed, epoch, batch index)), and prefetched.
+        with (seeded from (seed, epoch, batch index)), and prefetched. One pipeline for a whole run
+        means nothing is rebuilt or retraced between epochs, and prefetching runs across epoch
+        boundaries; take `steps_per_epoch(batch_size)` batches per epoch.
 
         Returns:
             A dataset of {"user", "pos_item", "neg_item"}: int64 [b] each; the same elements for the
@@ -97,28 +106,35 @@ class PreparedDataset:
             )
         n_pairs = self.train.nnz
         sampler = self._negative_sampler()
-        shuffle_seed = tf.constant(derive_seed(seed, epoch, _SHUFFLE))
-        negative_seed = tf.constant(derive_seed(seed, epoch, _NEGATIVES))
+        run_seed = tf.constant(derive_seed(seed))
+        fold_in = tf.random.experimental.stateless_fold_in
 
         @tf.autograph.experimental.do_not_convert
-        def shuffle(pairs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-            order = tf.random.experimental.stateless_shuffle(tf.range(n_pairs, dtype=tf.int64), shuffle_seed)
-            return {key: tf.gather(value, order) for key, value in pairs.items()}
+        def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+            shuffle_seed = fold_in(fold_in(run_seed, epoch), _SHUFFLE)
+            negative_seed = fold_in(fold_in(run_seed, epoch), _NEGATIVES)
 
-        @tf.autograph.experimental.do_not_convert
-        def add_negatives(index: tf.Tensor, pairs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-            negatives = sampler(pairs["user"], tf.random.experimental.stateless_fold_in(negative_seed, index))
-            return {"user": pairs["user"], "pos_item": pairs["item"], "neg_item": negatives}
+            def shuffle(pairs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(n_pairs, dtype=tf.int64), shuffle_seed
+                )
+                return {key: tf.gather(value, order) for key, value in pairs.items()}
 
-        return (
-            self._train_pair_blocks()
-            .rebatch(n_pairs)  # the whole epoch as one element, to permute it at once
-            .map(shuffle)
-            .rebatch(batch_size)
-            .enumerate()
-            .map(add_negatives, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+            def add_negatives(index: tf.Tensor, pairs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+                negatives = sampler(pairs["user"], fold_in(negative_seed, index))
+                return {"user": pairs["user"], "pos_item": pairs["item"], "neg_item": negatives}
+
+            return (
+                self._train_pair_blocks()
+                .rebatch(n_pairs)  # the whole epoch as one element, to permute it at once
+                .map(shuffle)
+                .rebatch(batch_size)
+                .enumerate()
+                .map(add_negatives, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            )
+
+        epochs = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
+        return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
     def _negative_sampler(self) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
         """`sample_negatives` over this train set, traced once and reused by every epoch's pipeline."""

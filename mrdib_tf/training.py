@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -134,28 +134,33 @@ class Trainer:
         self.model.compute_losses(batch, training=True)
         self.optimizer.build(self.model.trainable_variables)
 
+    def batch_stream(self, first_epoch: int = 0) -> Iterator[Mapping[str, tf.Tensor]]:
+        """One iterator over every epoch's batches, so the input pipeline is built once per run."""
+        return iter(self.dataset.train_epochs(self.config.batch_size, self.config.seed, first_epoch))
+
     def evaluate(self, evaluator: FullRankingEvaluator) -> dict[str, float]:
         user_embeddings, item_embeddings = self._embed()
         return evaluator.evaluate(user_embeddings, item_embeddings)
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training data; returns each loss component's mean over the epoch's steps."""
+    def train_epoch(self, epoch: int, batches: Iterator[Mapping[str, tf.Tensor]]) -> dict[str, float]:
+        """One pass over the training data, the next epoch's worth of `batches` (see `batch_stream`).
+
+        Returns each loss component's mean over the epoch's steps.
+        """
         steps = self.dataset.steps_per_epoch(self.config.batch_size)
         progress = keras.utils.Progbar(steps, verbose=1 if self.verbose else 0, unit_name="step")
         sums: dict[str, float] = {}
-        count = 0
-        for batch in self.dataset.train_batches(self.config.batch_size, self.config.seed, epoch):
-            losses = {k: float(v) for k, v in self._train_step(batch).items()}
+        for step in range(steps):
+            losses = {k: float(v) for k, v in self._train_step(next(batches)).items()}
             if not np.isfinite(losses["loss"]):
                 raise FloatingPointError(
-                    f"Epoch {epoch + 1}, step {count + 1}: the loss became {losses['loss']} "
+                    f"Epoch {epoch + 1}, step {step + 1}: the loss became {losses['loss']} "
                     f"(components: {losses}). Lower --lr or the MRdIB alphas."
                 )
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
-            count += 1
-            progress.update(count, values=[("loss", losses["loss"])])
-        return {name: total / count for name, total in sums.items()}
+            progress.update(step + 1, values=[("loss", losses["loss"])])
+        return {name: total / steps for name, total in sums.items()}
 
     def fit(self) -> FitResult:
         """Trains to early stopping; restores and tests the best epoch; writes the run folder."""
@@ -170,9 +175,10 @@ class Trainer:
         best_value, best_epoch, best_valid, best_weights = -np.inf, 0, {}, WeightSnapshot.of(self.model)
         epoch_seconds, eval_seconds, history = [], [], []
         stale = 0
+        batches = self.batch_stream()
         for epoch in range(config.epochs):
             start = time.perf_counter()
-            losses = self.train_epoch(epoch)
+            losses = self.train_epoch(epoch, batches)
             epoch_seconds.append(time.perf_counter() - start)
             start = time.perf_counter()
             valid = self.evaluate(self.valid_evaluator)
