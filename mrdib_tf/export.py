@@ -40,7 +40,7 @@ imported in the process (`trainers/export.py` and `benchmarks/export_latency.py`
 from __future__ import annotations
 
 import json
-import os
+import logging
 import shutil
 import tempfile
 import time
@@ -63,6 +63,7 @@ from data_pipeline.interactions import UserItems
 
 METADATA_FILE = Path("assets.extra") / "metadata.json"
 PADDING_ITEM = -1
+logger = logging.getLogger(__name__)
 _SENTINEL_KEY = np.iinfo(np.int64).max  # ends the sorted key table, so a lookup never runs off its end
 
 
@@ -133,7 +134,9 @@ class RetrievalModule(tf.Module):
         super().__init__(name="retrieval")
         user_embeddings = np.asarray(user_embeddings, dtype=np.float32)
         item_embeddings = np.asarray(item_embeddings, dtype=np.float32)
-        if user_embeddings.ndim != 2 or item_embeddings.ndim != 2 or user_embeddings.shape[1] != item_embeddings.shape[1]:
+        if user_embeddings.ndim != 2 or item_embeddings.ndim != 2 or (
+            user_embeddings.shape[1] != item_embeddings.shape[1]
+        ):
             raise ValueError(
                 f"Embeddings must be [n_users, D] and [n_items, D]; got {user_embeddings.shape} and "
                 f"{item_embeddings.shape}."
@@ -152,6 +155,9 @@ class RetrievalModule(tf.Module):
             raise ValueError(f"top_k must be >= 1; got {top_k}.")
         self.n_users, self.n_items = int(n_users), int(n_items)
         self.top_k = min(int(top_k), self.n_items)
+        if self.top_k < top_k:
+            logger.warning("top_k=%d is larger than the catalogue: recommendation lists hold all %d items.",
+                           top_k, self.n_items)
         self.light_items = self.top_k if light_items is None else int(light_items)
         if self.light_items < 0:
             raise ValueError(f"light_items must be >= 0; got {light_items}.")
@@ -242,6 +248,10 @@ class RetrievalModule(tf.Module):
         """Where the export comes from (`metadata`); the input only exists because REST needs one."""
         meta = self.export_metadata
         names = meta.metric_names()
+
+        def metric_values(metrics: dict[str, float]) -> tf.Tensor:
+            return tf.constant([metrics.get(n, np.nan) for n in names], tf.float64, shape=[len(names)])
+
         return {
             "backbone": tf.constant(meta.backbone),
             "dataset": tf.constant(meta.dataset),
@@ -252,8 +262,8 @@ class RetrievalModule(tf.Module):
             "run_dir": tf.constant(meta.run_dir),
             "best_epoch": tf.constant(meta.best_epoch, tf.int64),
             "metric_names": tf.constant(names, tf.string, shape=[len(names)]),
-            "valid_metrics": tf.constant([meta.valid_metrics.get(n, np.nan) for n in names], tf.float64, shape=[len(names)]),
-            "test_metrics": tf.constant([meta.test_metrics.get(n, np.nan) for n in names], tf.float64, shape=[len(names)]),
+            "valid_metrics": metric_values(meta.valid_metrics),
+            "test_metrics": metric_values(meta.test_metrics),
             "export_time": tf.constant(self.export_time),
             "top_k": tf.constant(self.top_k, tf.int64),
             "n_users": tf.constant(self.n_users, tf.int64),

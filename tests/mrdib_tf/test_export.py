@@ -47,7 +47,8 @@ for case in spec["cases"]:
         out[case["name"]].append(str(write_version(module, spec["root"], case["name"])))
 for label, call in {
     "bad_name": lambda: write_version(module, spec["root"], "7"),
-    "train_mismatch": lambda: RetrievalModule(np.ones((2, 2)), np.ones((5, 2)), UserItems.from_pairs([0], [0], 3, 5), 3, ExportMetadata()),
+    "train_mismatch": lambda: RetrievalModule(np.ones((2, 2)), np.ones((5, 2)), UserItems.from_pairs([0], [0], 3, 5),
+                                              3, ExportMetadata()),
 }.items():
     try:
         call()
@@ -102,7 +103,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     spec = {"root": str(tmp / "saved_models"), "cases": cases}
     builder = start_python(["-c", BUILD_SCRIPT, json.dumps(spec)], subprocess_env(tmp, TF_USE_LEGACY_KERAS="1"))
     built = json.loads(finish(builder).splitlines()[-1])
-    hand, big_k, random_dir = built["exports"]["hand"][0], built["exports"]["hand_big_k"][0], built["exports"]["random"][0]
+    hand, big_k, random_dir = (built["exports"][name][0] for name in ("hand", "hand_big_k", "random"))
     jobs = [
         {"model_dir": hand, "requests": [
             {"signature": "serving_default", "inputs": {"user_id": [0, 1, 2, 3, 4, -1, 10**12]}},
@@ -112,7 +113,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
             {"signature": "metadata", "inputs": {"unused": 0}},
         ]},
         {"model_dir": big_k, "requests": [{"signature": "serving_default", "inputs": {"user_id": [0, 1, 3]}}]},
-        {"model_dir": random_dir, "requests": [{"signature": "serving_default", "inputs": {"user_id": list(range(30))}}]},
+        {"model_dir": random_dir,
+         "requests": [{"signature": "serving_default", "inputs": {"user_id": list(range(30))}}]},
     ]
     probe = run_probe(jobs, tmp)
     return {"root": tmp / "saved_models", "built": built, "probe": probe, "random_case": random_case}
