@@ -36,3 +36,16 @@ def test_a_seed_fixes_the_draw_and_other_seeds_are_independent(jit):
     flat = first.ravel()
     assert abs(np.corrcoef(flat[0::2], flat[1::2])[0, 1]) < 2 * tolerance
     assert abs(np.corrcoef(flat[:-2], flat[2:])[0, 1]) < 2 * tolerance
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_the_extreme_levels_map_to_finite_mirrored_quantiles(jit):
+    """The largest 24-bit level once rounded to u = 1 and drew inf; both ends must be finite and mirror."""
+    from mrdib_tf.sampling import normal_quantiles
+
+    words = tf.constant([0, 0xFFFFFFFF, 0x7FFFFF00, 0x80000000, 0x12345600], tf.uint32)
+    fn = tf.function(normal_quantiles, jit_compile=True) if jit else normal_quantiles
+    got = fn(words).numpy()
+    levels = np.array([0, 2**24 - 1, 2**23 - 1, 2**23, 0x123456], np.float64)
+    np.testing.assert_allclose(got, stats.norm.ppf((levels + 0.5) / 2**24), rtol=2e-5)
+    assert got[0] == -got[1] and got[2] == -got[3]
