@@ -1,8 +1,8 @@
 """Latency of the exported `serving_default` (p50, p99) per batch size, MRdIB export beside bare export.
 
 Both exports of a catalogue are loaded from disk with `tf.saved_model.load` (as TF Serving would load
-them, minus its server) and called round-robin (bare batch, MRdIB batch, ...) with the same random
-known user ids, after a warm-up, so the MRdIB/bare ratio compares like with like on a noisy machine.
+them, minus its server) and called in turn (bare, MRdIB, MRdIB, bare, ...) with the same random user
+ids, after a warm-up, so the MRdIB/bare ratio compares like with like on a noisy machine.
 
     python benchmarks/export_latency.py                                 # tiktok- and clothing-size
     python benchmarks/export_latency.py --sizes tiktok --batches 1,64 --repeats 50
@@ -85,7 +85,7 @@ def run_exports(bare: str, mrdib: str, top_k: int, root: Path) -> tuple[dict[str
 
 
 def time_batches(exports: dict[str, Path], batches: list[int], repeats: dict[int, int]) -> dict:
-    """{(variant, batch): [seconds per call]}, variants called round-robin with the same ids."""
+    """{(variant, batch): [seconds per call]}: the variants called in turn, alternating who goes first."""
     models = {variant: tf.saved_model.load(str(path)) for variant, path in exports.items()}
     signatures = {variant: model.signatures["serving_default"] for variant, model in models.items()}
     n_users = int(models["bare"].signatures["metadata"](unused=tf.constant(0, tf.int64))["n_users"])
@@ -96,8 +96,9 @@ def time_batches(exports: dict[str, Path], batches: list[int], repeats: dict[int
         for signature in signatures.values():  # warm-up
             for warm in ids[:3]:
                 signature(user_id=warm)["item_ids"].numpy()
-        for user_ids in ids:
-            for variant, signature in signatures.items():
+        for call, user_ids in enumerate(ids):
+            order = list(signatures.items())
+            for variant, signature in order if call % 2 == 0 else order[::-1]:  # neither always goes first
                 start = time.perf_counter()
                 signature(user_id=user_ids)["item_ids"].numpy()
                 times.setdefault((variant, batch), []).append(time.perf_counter() - start)
