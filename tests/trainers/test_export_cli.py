@@ -46,7 +46,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     probe, probe_out = start_probe([
         {"model_dir": str(mrdib_dir), "requests": [
             {"signature": "serving_default", "inputs": {"user_id": users}},
-            {"signature": "metadata", "inputs": {"unused": 0}}]},
+            {"signature": "metadata", "inputs": {"unused": 0}},
+            {"signature": "score", "inputs": {"user_id": users, "item_id": [u % 7 for u in users]}}]},
         {"model_dir": str(bare_dir), "requests": []},
     ], tmp)
     show = start([SAVED_MODEL_CLI, "show", "--dir", str(mrdib_dir), "--all"], subprocess_env(base))
@@ -60,14 +61,22 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trainer_top_k(exported, tmp_path_factory) -> np.ndarray:
-    """The run's top-K by the trainer's own evaluator (training items masked), for every user."""
-    from mrdib_tf.metrics import FullRankingEvaluator
+def restored(exported, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, object]:
+    """The MRdIB run's final (user, item) embeddings, reloaded in this process, and its dataset."""
     from mrdib_tf.runs import load_trained_run
 
     with cache_env(tmp_path_factory.getbasetemp()):
         model, dataset, _, _ = load_trained_run(exported["runs"]["mrdib"])
-    users, items = model.final_embeddings()
+    users, items = (t.numpy() for t in model.final_embeddings())
+    return users, items, dataset
+
+
+@pytest.fixture(scope="module")
+def trainer_top_k(restored) -> np.ndarray:
+    """The run's top-K by the trainer's own evaluator (training items masked), for every user."""
+    from mrdib_tf.metrics import FullRankingEvaluator
+
+    users, items, dataset = restored
     return FullRankingEvaluator(dataset.train, dataset.valid).top_k(users, items, TINY_TOP_K)
 
 
@@ -84,6 +93,14 @@ def test_served_top_k_equals_the_trainers_full_ranking_for_every_user(exported, 
     np.testing.assert_array_equal(np.array(outputs["item_ids"]), trainer_top_k)
     scores = np.array(outputs["scores"])
     assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_score_is_the_dot_product_of_the_runs_embeddings(exported, restored):
+    users, items, _ = restored
+    outputs = exported["probe"]["results"][0]["responses"][2]["outputs"]
+    expected = np.sum(users * items[np.arange(80) % 7], axis=1)
+    np.testing.assert_allclose(outputs["score"], expected, rtol=1e-5, atol=1e-6)
+    assert all(outputs["known_user"]) and all(outputs["known_item"])
 
 
 def test_mrdib_export_holds_exactly_the_variables_of_the_bare_export(exported):
