@@ -95,18 +95,18 @@ class Critic(keras.layers.Layer):
         The first layer is linear in concat(a, b), so a W_a and b W_b are computed once and the shifted
         pairing rolls b W_b instead of b: half the first-layer work of two separate calls.
         """
-        from_a, from_b = self._first_layer_terms(a, b)
-        n = tf.shape(a)[0]
-        both = self._scores_from_first_layer(
-            tf.concat([from_a + from_b, from_a + tf.roll(from_b, shift, axis=0)], axis=0)
-        )
-        return both[:n], both[n:]
+        with keras.name_scope(self.name, caller=self):  # what __call__ would open: variable and op names
+            if not self.built:
+                self.build(tuple(a.shape), tuple(b.shape))
+            from_a, from_b = self._first_layer_terms(a, b)
+            n = tf.shape(a)[0]
+            both = self._scores_from_first_layer(
+                tf.concat([from_a + from_b, from_a + tf.roll(from_b, shift, axis=0)], axis=0)
+            )
+            return both[:n], both[n:]
 
     def _first_layer_terms(self, a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """a W_a and b W_b, where [W_a; W_b] is the first hidden layer's kernel split by input rows."""
-        if not self.built:  # first use through joint_and_marginal rather than __call__
-            with keras.name_scope(self.name, caller=self):
-                self.build(tuple(a.shape), tuple(b.shape))
         kernel = self.hidden[0].kernel
         width = a.shape[-1]
         return tf.matmul(a, kernel[:width]), tf.matmul(b, kernel[width:])
