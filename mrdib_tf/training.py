@@ -239,14 +239,9 @@ def train(config: RunConfig, verbose: bool = True) -> tuple[FitResult, Path]:
 
     Returns the result and the run folder (`config.run_dir`, or a new one under `runs/`).
     """
-    from data_pipeline import load_dataset
-    from mrdib_tf.backbones import ID_ONLY_BACKBONES
+    from mrdib_tf.runs import dataset_for
 
-    dataset = load_dataset(
-        name=None if config.data_dir else config.dataset,
-        data_dir=config.data_dir,
-        require_features=config.backbone not in ID_ONLY_BACKBONES,
-    )
+    dataset = dataset_for(config)
     keras.utils.set_random_seed(config.seed)
     model = build_recommender(dataset, config)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
