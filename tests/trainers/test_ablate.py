@@ -4,16 +4,7 @@ import json
 
 import pytest
 
-from data_pipeline import write_synthetic_dataset
 from trainers import ablate
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data") / "tiny"
-    write_synthetic_dataset(folder, n_users=120, n_items=80, noise_dims=8, signal_dims=16,
-                            interactions_per_user=8, seed=3)
-    return folder
 
 
 @pytest.mark.slow

@@ -6,20 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from data_pipeline import load_dataset, write_synthetic_dataset
+from data_pipeline import load_dataset
 from mrdib_tf.config import RunConfig
 from mrdib_tf.metrics import evaluate_scores
 from mrdib_tf.recommender import build_recommender
 from mrdib_tf.training import Trainer, WeightSnapshot
 from trainers import fit
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data") / "tiny"
-    write_synthetic_dataset(folder, n_users=120, n_items=80, noise_dims=8, signal_dims=16,
-                            interactions_per_user=8, seed=3)
-    return folder
 
 
 def _per_user(user_items):
