@@ -58,26 +58,35 @@ class Recommender(keras.Model):
         Components: `backbone` (the backbone's BPR loss, which is MRdIB's prediction/synergy term when the
         backbone predicts from all z jointly), `l2` (the backbone's own regularizer) and, under MRdIB, the
         regularizer's raw `kl`, `mi_estimate`, `unique`, `synergy` and weighted `mrdib`.
+
+        A row-wise backbone computes, and MRdIB encodes, only the batch's positive and negative item
+        rows; MRdIB's KL is then the mean over those rows instead of over the whole catalogue.
         """
         users, pos_items, neg_items = batch["user"], batch["pos_item"], batch["neg_item"]
-        representations = self.backbone.modality_representations(training)
+        if self.backbone.row_wise:
+            items = tf.concat([pos_items, neg_items], axis=0)
+            batch_size = tf.shape(pos_items, out_type=items.dtype)[0]
+            pos_rows, neg_rows = tf.range(batch_size), tf.range(batch_size, 2 * batch_size)
+        else:
+            items, pos_rows, neg_rows = None, pos_items, neg_items
+        representations = self.backbone.modality_representations(training, items=items)
         bottleneck = None
         if self.regularizer is not None:
             bottleneck = self.regularizer.encode(representations, training=training)
             representations = bottleneck.codes
-        user_table, item_table = self.backbone.embeddings(representations, training)
+        user_table, item_table = self.backbone.embeddings(representations, training, items=items)
         user_vectors = tf.gather(user_table, users)
+        pos_vectors, neg_vectors = tf.gather(item_table, pos_rows), tf.gather(item_table, neg_rows)
         losses = {
-            "backbone": bpr_loss(
-                _scores(user_vectors, tf.gather(item_table, pos_items)),
-                _scores(user_vectors, tf.gather(item_table, neg_items)),
+            "backbone": bpr_loss(_scores(user_vectors, pos_vectors), _scores(user_vectors, neg_vectors)),
+            "l2": self.backbone.regularization_loss(
+                users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors
             ),
-            "l2": self.backbone.regularization_loss(users, pos_items, neg_items, user_table, item_table),
         }
         total = losses["backbone"] + losses["l2"]
         if bottleneck is not None:
             auxiliary = dict(
-                self.regularizer.auxiliary_losses(bottleneck, user_vectors, pos_items, neg_items)
+                self.regularizer.auxiliary_losses(bottleneck, user_vectors, pos_rows, neg_rows)
             )
             losses["mrdib"] = auxiliary.pop("total")
             losses.update(auxiliary)

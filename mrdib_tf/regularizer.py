@@ -152,7 +152,8 @@ class MRdIBRegularizer(keras.layers.Layer):
 
     Args:
         modalities: two or more modality names, as keys of the representations given to `encode`.
-        alpha_kl: weight of L_KL, the mean over items of sum_m KL(q_m || N(0, I)).
+        alpha_kl: weight of L_KL, the mean over the encoded rows of sum_m KL(q_m || N(0, I)): every
+            item for a graph backbone, the batch's positive and negative items for a row-wise one.
         alpha_mi: weight of the MINE estimate of sum over modality pairs of I(z_a; z_b).
         alpha_unique: weight of L_U, sum_m BPR of a per-modality decoder g_m(z_m) against the user.
         fusion_head: add a separate synergy head g_f(concat_m z_m) scored with BPR (weight 1). Leave off
@@ -295,7 +296,8 @@ class MRdIBRegularizer(keras.layers.Layer):
         Args:
             bottleneck: what `encode` returned for this step.
             user_embeddings: [b, du] the batch's users, in the space the backbone scores in.
-            pos_items, neg_items: [b] int item ids (rows of the representations) of the BPR triples.
+            pos_items, neg_items: [b] rows of the encoded representations (item ids when every item
+                was encoded) of the BPR triples.
 
         "total" = alpha_kl * kl - alpha_mi * mi_estimate (gradient-reversed, see the class docstring)
         + alpha_unique * unique + synergy; exactly 0.0 when nothing is enabled.

@@ -13,9 +13,14 @@ class Backbone(keras.Model):
     """A recommender split at the point where MRdIB plugs in.
 
     A forward pass is two calls: `modality_representations` gives each modality's item representation
-    h_m (all items), and `embeddings` turns a dict of such representations into final user and item
-    embeddings whose dot products are the scores. Between the two, `MRdIBRegularizer` may replace each
-    h_m by its bottleneck code z_m; the backbone never knows. ID-only backbones have no modalities.
+    h_m, and `embeddings` turns a dict of such representations into final user and item embeddings
+    whose dot products are the scores. Between the two, `MRdIBRegularizer` may replace each h_m by its
+    bottleneck code z_m; the backbone never knows. ID-only backbones have no modalities.
+
+    A backbone is `row_wise` when item i's final embedding depends only on row i of each h_m and on
+    item i's own parameters (VBPR; not graph models, which mix items). Training then asks both calls
+    for the rows a batch scores only (`items`), which gives the same loss and gradients as the whole
+    table at a fraction of the cost on large catalogues.
 
     Args:
         n_users: number of users (ids `0..n_users-1`).
@@ -24,6 +29,7 @@ class Backbone(keras.Model):
     """
 
     modalities: tuple[str, ...] = ()
+    row_wise: bool = False
 
     def __init__(self, n_users: int, n_items: int, reg_weight: float, **kwargs):
         super().__init__(**kwargs)
@@ -35,14 +41,26 @@ class Backbone(keras.Model):
         self.n_items = n_items
         self.reg_weight = reg_weight
 
-    def modality_representations(self, training: bool = False) -> dict[str, tf.Tensor]:
-        """Per-modality item representations h_m, `{modality: [n_items, d_m]}`; `{}` without modalities."""
+    def modality_representations(
+        self, training: bool = False, items: tf.Tensor | None = None
+    ) -> dict[str, tf.Tensor]:
+        """Per-modality item representations h_m, `{modality: [n, d_m]}`; `{}` without modalities.
+
+        `items` (row-wise backbones only): the item ids whose rows to compute, in order; None for all.
+        """
         return {}
 
     def embeddings(
-        self, representations: Mapping[str, tf.Tensor], training: bool = False
+        self,
+        representations: Mapping[str, tf.Tensor],
+        training: bool = False,
+        items: tf.Tensor | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Final `(user_embeddings [n_users, D], item_embeddings [n_items, D])` from the given h_m (or z_m)."""
+        """Final `(user_embeddings [n_users, D], item_embeddings [n, D])` from the given h_m (or z_m).
+
+        `items` (row-wise backbones only): the item ids the representations' rows belong to; None when
+        they cover every item.
+        """
         raise NotImplementedError
 
     def regularization_loss(
@@ -50,10 +68,11 @@ class Backbone(keras.Model):
         users: tf.Tensor,
         pos_items: tf.Tensor,
         neg_items: tf.Tensor,
-        user_embeddings: tf.Tensor,
-        item_embeddings: tf.Tensor,
+        user_vectors: tf.Tensor,
+        pos_vectors: tf.Tensor,
+        neg_vectors: tf.Tensor,
     ) -> tf.Tensor:
-        """The backbone's own weighted regularizer for a batch, given the final embedding tables."""
+        """The backbone's own weighted regularizer for a batch of ids and their final embeddings."""
         raise NotImplementedError
 
     def call(self, inputs=None, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
@@ -71,3 +90,8 @@ class Backbone(keras.Model):
         )
         table.assign(values.astype(dtype))
         return table
+
+
+def rows_of(table: keras.Variable | tf.Tensor, items: tf.Tensor | None) -> tf.Tensor:
+    """`table[items]`, or the whole table when `items` is None."""
+    return tf.convert_to_tensor(table) if items is None else tf.gather(table, items)

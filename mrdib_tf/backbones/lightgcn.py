@@ -54,7 +54,10 @@ class LightGCN(Backbone):
         )
 
     def embeddings(
-        self, representations: Mapping[str, tf.Tensor], training: bool = False
+        self,
+        representations: Mapping[str, tf.Tensor],
+        training: bool = False,
+        items: tf.Tensor | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         layer = tf.concat([self.user_embedding, self.item_embedding], axis=0)
         total = layer
@@ -64,7 +67,7 @@ class LightGCN(Backbone):
         mean = total / float(self.n_layers + 1)
         return mean[: self.n_users], mean[self.n_users :]
 
-    def regularization_loss(self, users, pos_items, neg_items, user_embeddings, item_embeddings):
+    def regularization_loss(self, users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors):
         return self.reg_weight * embedding_norm_loss(
             tf.gather(self.user_embedding, users),
             tf.gather(self.item_embedding, pos_items),

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrdib_tf.backbones.base import Backbone
+from mrdib_tf.backbones.base import Backbone, rows_of
 from mrdib_tf.losses import embedding_norm_loss
 
 
@@ -18,7 +18,8 @@ class VBPR(Backbone):
     Item embedding = [ID factors (d) ; sum_m W_m f_m + b (d)], user embedding = 2d free factors.
     MMRec projects the concatenation of all features with one linear layer; that equals the sum of one
     projection per modality, which is what this model computes, so the per-modality h_m = W_m f_m are
-    exposed for MRdIB while the bare model stays identical to MMRec's.
+    exposed for MRdIB while the bare model stays identical to MMRec's. Row-wise: a training step
+    projects only the batch's item rows, where MMRec projects the whole catalogue every step.
 
     Args:
         n_users: number of users.
@@ -33,6 +34,8 @@ class VBPR(Backbone):
         >>> tuple(users.shape), tuple(items.shape)
         ((3, 4), (4, 4))
     """
+
+    row_wise = True
 
     def __init__(
         self,
@@ -73,19 +76,20 @@ class VBPR(Backbone):
             name="projection_bias", shape=(embedding_dim,), initializer="zeros"
         )
 
-    def modality_representations(self, training: bool = False) -> dict[str, tf.Tensor]:
-        return {m: self.projections[m](self.features[m]) for m in self.modalities}
+    def modality_representations(
+        self, training: bool = False, items: tf.Tensor | None = None
+    ) -> dict[str, tf.Tensor]:
+        return {m: self.projections[m](rows_of(self.features[m], items)) for m in self.modalities}
 
     def embeddings(
-        self, representations: Mapping[str, tf.Tensor], training: bool = False
+        self,
+        representations: Mapping[str, tf.Tensor],
+        training: bool = False,
+        items: tf.Tensor | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         content = tf.add_n([representations[m] for m in self.modalities]) + self.projection_bias
-        items = tf.concat([tf.convert_to_tensor(self.item_factors), content], axis=-1)
-        return tf.convert_to_tensor(self.user_factors), items
+        item_vectors = tf.concat([rows_of(self.item_factors, items), content], axis=-1)
+        return tf.convert_to_tensor(self.user_factors), item_vectors
 
-    def regularization_loss(self, users, pos_items, neg_items, user_embeddings, item_embeddings):
-        return self.reg_weight * embedding_norm_loss(
-            tf.gather(user_embeddings, users),
-            tf.gather(item_embeddings, pos_items),
-            tf.gather(item_embeddings, neg_items),
-        )
+    def regularization_loss(self, users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors):
+        return self.reg_weight * embedding_norm_loss(user_vectors, pos_vectors, neg_vectors)

@@ -105,3 +105,35 @@ def test_id_only_backbone_with_mrdib_is_a_clear_error():
 def test_bpr_reference_agrees():
     np.testing.assert_allclose(float(bpr_loss(tf.constant([1.0]), tf.constant([0.0]))),
                                np.log1p(np.exp(-1.0)), rtol=1e-6)
+
+
+def test_row_wise_training_gives_the_whole_table_loss_and_gradients():
+    model = Recommender(_backbone(seed=5))
+    assert model.backbone.row_wise
+    variables = model.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        row_wise = model.compute_losses(BATCH)["loss"]
+        users_table, items_table = model.final_embeddings()  # every item, as MMRec computes it
+        u = tf.gather(users_table, BATCH["user"])
+        p, n = tf.gather(items_table, BATCH["pos_item"]), tf.gather(items_table, BATCH["neg_item"])
+        whole = bpr_loss(tf.reduce_sum(u * p, 1), tf.reduce_sum(u * n, 1)) + 0.1 * (
+            tf.norm(u) + tf.norm(p) + tf.norm(n)) / 4
+    np.testing.assert_allclose(float(row_wise), float(whole), rtol=1e-6)
+    for variable, got, expected in zip(variables, tape.gradient(row_wise, variables),
+                                       tape.gradient(whole, variables)):
+        np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(expected).numpy(),
+                                   rtol=1e-5, atol=1e-7, err_msg=variable.path)
+
+
+def test_row_wise_kl_is_the_mean_over_the_batch_item_rows():
+    model = Recommender(_backbone(seed=6), MRdIBRegularizer(["image", "text"], alpha_mi=0, alpha_unique=0))
+    batch = {"user": tf.constant([0, 1, 4, 2]), "pos_item": tf.constant([1, 2, 1, 2]),
+             "neg_item": tf.constant([3, 3, 3, 0])}  # repeated items, half the catalogue
+    kl = float(model.compute_losses(batch)["kl"])
+    sigma = np.log1p(np.exp(-5.0)) + 1e-4  # every scale at initialisation
+    rows = np.array([1, 2, 1, 2, 3, 3, 3, 0])
+    per_row = sum(
+        (-np.log(sigma) + (sigma**2 + h.numpy()[rows] ** 2) / 2 - 0.5).sum(axis=1)
+        for h in model.backbone.modality_representations().values()  # mu = h at initialisation
+    )
+    np.testing.assert_allclose(kl, per_row.mean(), rtol=1e-5)

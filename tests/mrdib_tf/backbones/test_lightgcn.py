@@ -50,7 +50,9 @@ def test_no_modalities_and_compiles_under_xla():
 def test_regularization_uses_layer_zero_embeddings():
     model = LightGCN(3, 3, np.array([0, 1, 2]), np.array([0, 1, 2]), embedding_dim=2, reg_weight=2.0)
     users_table, items_table = model()
-    value = model.regularization_loss(np.array([1]), np.array([2]), np.array([0]), users_table, items_table)
+    value = model.regularization_loss(
+        np.array([1]), np.array([2]), np.array([0]), users_table[1:2], items_table[2:3], items_table[0:1]
+    )
     u, i = model.user_embedding.numpy(), model.item_embedding.numpy()
     expected = 2.0 * (np.linalg.norm(u[[1]]) + np.linalg.norm(i[[2]]) + np.linalg.norm(i[[0]]))
     np.testing.assert_allclose(float(value), expected, rtol=1e-5)

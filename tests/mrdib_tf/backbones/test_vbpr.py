@@ -40,13 +40,26 @@ def test_representations_are_per_modality_projections():
         np.testing.assert_allclose(h.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_rows_of_given_items_equal_those_rows_of_the_whole_table():
+    rng = np.random.default_rng(4)
+    model = VBPR(4, 6, _features(rng, 6), embedding_dim=3)
+    items = np.array([5, 0, 5, 2])
+    rows = model.modality_representations(items=items)
+    whole = model.modality_representations()
+    for modality in model.modalities:
+        np.testing.assert_allclose(rows[modality].numpy(), whole[modality].numpy()[items], rtol=1e-6)
+    users, item_rows = model.embeddings(rows, items=items)
+    np.testing.assert_allclose(item_rows.numpy(), model()[1].numpy()[items], rtol=1e-5, atol=1e-6)
+    assert users.shape == (4, 6)
+
+
 def test_regularization_loss_is_mmrec_emb_loss_on_final_embeddings():
     rng = np.random.default_rng(2)
     model = VBPR(4, 6, _features(rng, 6), embedding_dim=3, reg_weight=0.5)
     users_table, items_table = model()
     users, pos, neg = np.array([0, 3]), np.array([1, 2]), np.array([5, 0])
-    value = model.regularization_loss(users, pos, neg, users_table, items_table).numpy()
     u, i = users_table.numpy(), items_table.numpy()
+    value = model.regularization_loss(users, pos, neg, u[users], i[pos], i[neg]).numpy()
     expected = 0.5 * (np.linalg.norm(u[users]) + np.linalg.norm(i[pos]) + np.linalg.norm(i[neg])) / 2
     np.testing.assert_allclose(value, expected, rtol=1e-5)
 
