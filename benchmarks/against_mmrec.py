@@ -1,0 +1,138 @@
+"""mrdib-tf against MMRec (the PyTorch reference) on this machine: seconds per training epoch and per evaluation.
+
+MMRec is not part of this project. Point the script at your own checkout of enoche/MMRec, the Python
+that runs it, and its data folder; the script calls MMRec's public entry point
+(`utils.quick_start.quick_start`) in that Python and reads the per-epoch times MMRec logs
+("epoch N training [time: ...]", "epoch N evaluating [time: ...]").
+
+The two take turns on the same machine: each round times ours for --epochs epochs, then runs MMRec for
+--epochs + 1 epochs (its first epoch dropped, as ours drops its compiling warm-up epoch). Both use the
+bare backbones at the same settings (64-d, batch 2048, Adam 1e-3, reg_weight 1e-4, LightGCN 2 layers);
+ours compiles its steps with XLA. Ratios are MMRec's median seconds over ours: above 1 means we are
+faster.
+
+    python benchmarks/against_mmrec.py --mmrec-src ~/MMRec/src --mmrec-python ~/mmrec-venv/bin/python \\
+        --mmrec-data ~/mmrec-data --datasets tiktok=tiktok,sports=sports_rand
+
+Each --datasets entry is OURS=MMREC: our dataset name and the name MMRec knows it by (a folder of
+--mmrec-data with a YAML of the same name in MMRec's src/configs/dataset/). Our `sports` is the real
+interaction graph with RANDOM features of the real shapes (see training_speed.py); give MMRec the same
+graph with random features of those shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from training_speed import load  # the same datasets as the other speed benchmark
+
+import keras  # noqa: E402
+
+from mrdib_tf.config import RunConfig  # noqa: E402
+from mrdib_tf.recommender import build_recommender  # noqa: E402
+from mrdib_tf.training import Trainer  # noqa: E402
+
+#: our backbone name -> (MMRec's model name, its overrides at our defaults)
+BACKBONES = {
+    "vbpr": ("VBPR", {"reg_weight": [1e-4]}),
+    "lightgcn": ("LightGCN", {"reg_weight": [1e-4], "n_layers": [2]}),
+}
+EPOCH_LINE = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
+
+MMREC_RUNNER = """
+import ast, os, sys
+sys.path.insert(0, os.getcwd())
+from utils.quick_start import quick_start
+quick_start(model=sys.argv[1], dataset=sys.argv[2], config_dict=ast.literal_eval(sys.argv[3]), save_model=False)
+"""
+
+
+def mmrec_epoch_seconds(args, model: str, dataset: str, overrides: dict, epochs: int) -> tuple[list, list]:
+    """(training seconds, evaluation seconds) of MMRec's epochs 1..epochs, as MMRec logs them."""
+    config = {"use_gpu": False, "gpu_id": 0, "data_path": f"{args.mmrec_data.resolve()}/",
+              "epochs": epochs + 1, **overrides}
+    completed = subprocess.run(
+        [str(args.mmrec_python), "-c", MMREC_RUNNER, model, dataset, repr(config)],
+        cwd=args.mmrec_src, capture_output=True, text=True,
+    )
+    times: dict[str, list[float]] = {"training": [], "evaluating": []}
+    for epoch, kind, seconds in EPOCH_LINE.findall(completed.stdout + completed.stderr):
+        if int(epoch) > 0:
+            times[kind].append(float(seconds))
+    if completed.returncode != 0 or len(times["training"]) < epochs:
+        raise RuntimeError(
+            f"MMRec {model} on {dataset} failed (exit {completed.returncode}); its output ends:\n"
+            + (completed.stdout + completed.stderr)[-3000:]
+        )
+    return times["training"], times["evaluating"]
+
+
+def our_epoch_seconds(trainer: Trainer, batches, first_epoch: int, epochs: int) -> tuple[list, list]:
+    """(training seconds, evaluation seconds) of `epochs` epochs of ours."""
+    training, evaluating = [], []
+    for epoch in range(first_epoch, first_epoch + epochs):
+        start = time.perf_counter()
+        trainer.train_epoch(epoch, batches)
+        training.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        trainer.evaluate(trainer.valid_evaluator)
+        evaluating.append(time.perf_counter() - start)
+    return training, evaluating
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mmrec-src", type=Path, required=True, help="MMRec's src/ folder")
+    parser.add_argument("--mmrec-python", type=Path, required=True, help="the Python that runs MMRec")
+    parser.add_argument("--mmrec-data", type=Path, required=True, help="MMRec's data folder")
+    parser.add_argument("--datasets", default="tiktok=tiktok", help="OURS=MMREC,... (see above)")
+    parser.add_argument("--backbones", default="vbpr,lightgcn")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per round and framework")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sports-dir", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared" / "data" / "sports")
+    args = parser.parse_args()
+    print(f"{'dataset':<8} {'backbone':<9} {'ours s/ep':>9} {'MMRec s/ep':>10} {'MMRec/ours':>10} "
+          f"{'ours s/eval':>11} {'MMRec s/eval':>12} {'MMRec/ours':>10}  (medians, {args.rounds} rounds "
+          f"x {args.epochs} epochs each)")
+    for entry in args.datasets.split(","):
+        ours_name, mmrec_name = entry.split("=")
+        dataset = load(ours_name, args.sports_dir)
+        if ours_name == "sports":
+            print("# sports: real interaction graph, RANDOM features of the real shapes (image 4096-d, text 384-d)")
+        for backbone in args.backbones.split(","):
+            config = RunConfig(backbone=backbone, mrdib=False, jit_compile=True)
+            keras.utils.set_random_seed(config.seed)
+            trainer = Trainer(build_recommender(dataset, config), dataset, config, verbose=False)
+            trainer.build()
+            batches = trainer.batch_stream()
+            our_epoch_seconds(trainer, batches, 0, 1)  # warm-up: tracing and XLA compilation
+            times = {"ours": ([], []), "mmrec": ([], [])}
+            model, overrides = BACKBONES[backbone]
+            for round_ in range(args.rounds):
+                for framework in ("ours", "mmrec"):
+                    if framework == "ours":
+                        training, evaluating = our_epoch_seconds(
+                            trainer, batches, 1 + round_ * args.epochs, args.epochs
+                        )
+                    else:
+                        training, evaluating = mmrec_epoch_seconds(
+                            args, model, mmrec_name, overrides, args.epochs
+                        )
+                    times[framework][0].extend(training)
+                    times[framework][1].extend(evaluating)
+            ours_epoch, mmrec_epoch = (statistics.median(times[f][0]) for f in ("ours", "mmrec"))
+            ours_eval, mmrec_eval = (statistics.median(times[f][1]) for f in ("ours", "mmrec"))
+            print(f"{ours_name:<8} {backbone:<9} {ours_epoch:9.2f} {mmrec_epoch:10.2f} "
+                  f"{mmrec_epoch / ours_epoch:10.2f} {ours_eval:11.2f} {mmrec_eval:12.2f} "
+                  f"{mmrec_eval / ours_eval:10.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
