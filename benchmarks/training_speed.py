@@ -2,7 +2,9 @@
 
 Variants are timed round-robin (variant A epoch, variant B epoch, ..., repeated), after one warm-up
 epoch each that absorbs tracing and XLA compilation, so the ratios compare like with like on a noisy,
-shared machine. Ratios are against the first variant of the same dataset and backbone.
+shared machine. Ratios are against the first variant of the same dataset and backbone. The `alphaN=0`
+variants drop one MRdIB branch each (alpha1: the sampled bottleneck and its KL; alpha2: the MINE
+critic; alpha3: the unique decoders), which shows what each branch costs.
 
     python benchmarks/training_speed.py                       # tiktok and sports, VBPR and LightGCN
     python benchmarks/training_speed.py --datasets tiktok --repeats 5
@@ -39,6 +41,9 @@ SPORTS_FEATURE_DIMS = {"image": 4096, "text": 384}
 VARIANTS = [
     ("vbpr  xla  bare", "vbpr", {"jit_compile": True, "mrdib": False}),
     ("vbpr  xla  mrdib", "vbpr", {"jit_compile": True, "mrdib": True}),
+    ("vbpr  xla  mrdib alpha2=0", "vbpr", {"jit_compile": True, "mrdib": True, "alpha2": 0.0}),
+    ("vbpr  xla  mrdib alpha3=0", "vbpr", {"jit_compile": True, "mrdib": True, "alpha3": 0.0}),
+    ("vbpr  xla  mrdib alpha1=0", "vbpr", {"jit_compile": True, "mrdib": True, "alpha1": 0.0}),
     ("vbpr  no-xla bare", "vbpr", {"jit_compile": False, "mrdib": False}),
     ("vbpr  no-xla mrdib", "vbpr", {"jit_compile": False, "mrdib": True}),
     ("lightgcn xla", "lightgcn", {"jit_compile": True, "mrdib": False}),
@@ -91,7 +96,7 @@ def main() -> None:
                         default=Path(__file__).resolve().parents[2] / "shared" / "data" / "sports")
     args = parser.parse_args()
     backbones = args.backbones.split(",")
-    print(f"{'dataset':<8} {'variant':<24} {'s/epoch':>8} {'ratio':>6} {'s/eval':>7} {'ratio':>6}  (median of {args.repeats})")
+    print(f"{'dataset':<8} {'variant':<28} {'s/epoch':>8} {'ratio':>6} {'s/eval':>7} {'ratio':>6}  (median of {args.repeats})")
     for name in args.datasets.split(","):
         dataset = load(name, args.sports_dir)
         if name == "sports":
@@ -100,7 +105,7 @@ def main() -> None:
         for label, epochs, evals in time_variants(dataset, backbones, args.repeats):
             epoch, evaluation = statistics.median(epochs), statistics.median(evals)
             base_epoch, base_eval = reference.setdefault(label.split()[0], (epoch, evaluation))
-            print(f"{name:<8} {label:<24} {epoch:8.3f} {epoch / base_epoch:6.2f} "
+            print(f"{name:<8} {label:<28} {epoch:8.3f} {epoch / base_epoch:6.2f} "
                   f"{evaluation:7.3f} {evaluation / base_eval:6.2f}", flush=True)
 
 
