@@ -20,7 +20,7 @@ from data_pipeline.mmrec_format import (
     source_files,
 )
 from data_pipeline.registry import resolve_dataset
-from data_pipeline.sampling import derive_seed, positive_keys, sample_negatives
+from data_pipeline.sampling import candidate_items, derive_seed, positive_keys, sample_negatives
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class PreparedDataset:
     cache_dir: Path
     manifest: dict[str, Any] = field(default_factory=dict, repr=False)
     _train_shards: tuple[Path, ...] = field(default=(), init=False, repr=False, compare=False)
-    _sampler: tuple[UserItems, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] | None = field(
+    _sampler: tuple[UserItems, str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -68,21 +68,26 @@ class PreparedDataset:
         """Batches per epoch of `train_batches(batch_size, ...)` (the last one may be partial)."""
         return -(-self.train.nnz // batch_size)
 
-    def train_batches(self, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int, negative_pool: str = "all"
+    ) -> tf.data.Dataset:
         """One epoch of shuffled training batches with one sampled negative per positive.
 
-        Exactly the batches `train_epochs(batch_size, seed, epoch)` yields first; see there.
+        Exactly the batches `train_epochs(batch_size, seed, epoch, negative_pool)` yields first; see there.
         """
-        return self.train_epochs(batch_size, seed, epoch).take(self.steps_per_epoch(batch_size))
+        return self.train_epochs(batch_size, seed, epoch, negative_pool).take(self.steps_per_epoch(batch_size))
 
-    def train_epochs(self, batch_size: int, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
+    def train_epochs(
+        self, batch_size: int, seed: int, first_epoch: int = 0, negative_pool: str = "all"
+    ) -> tf.data.Dataset:
         """Every epoch from `first_epoch` on, back to back, as one endless pipeline.
 
         Per epoch, the pairs are streamed from the train TFRecords, shuffled over the full epoch (a
         stateless permutation, equivalent to a shuffle buffer of the dataset's size, seeded from
         (seed, epoch) and independent of TensorFlow's global seed), batched (last partial batch
-        kept), given negatives drawn exactly uniformly from the items the user has no train pair
-        with (seeded from (seed, epoch, batch index)), and prefetched. One pipeline for a whole run
+        kept), given negatives drawn exactly uniformly from the items of `negative_pool` (see
+        `sampling.NEGATIVE_POOLS`) the user has no train pair with (seeded from (seed, epoch, batch
+        index)), and prefetched. One pipeline for a whole run
         means nothing is rebuilt or retraced between epochs, and prefetching runs across epoch
         boundaries; take `steps_per_epoch(batch_size)` batches per epoch.
 
@@ -91,21 +96,23 @@ class PreparedDataset:
             same (seed, epoch), in the same order.
 
         Raises:
-            ValueError: `batch_size` < 1, no train pair, or some user has every item in train (no
-                negative exists).
+            ValueError: `batch_size` < 1, no train pair, an unknown `negative_pool`, or some user has
+                every item of the pool in train (no negative exists).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if self.train.nnz == 0:
             raise ValueError(f"Dataset '{self.name}' has no train pairs to batch.")
-        saturated = np.flatnonzero(np.diff(self.train.indptr) >= self.n_items)
+        candidates = candidate_items(self.train, negative_pool)
+        pool_size = self.n_items if candidates is None else candidates.size
+        saturated = np.flatnonzero(np.diff(self.train.indptr) >= pool_size)
         if saturated.size:
             raise ValueError(
-                f"User {saturated[0]} has all {self.n_items} items in train, so no negative can be "
-                "sampled for it; remove such users from the dataset."
+                f"User {saturated[0]} has all {pool_size} items of the '{negative_pool}' negative pool "
+                "in train, so no negative can be sampled for it; remove such users from the dataset."
             )
         n_pairs = self.train.nnz
-        sampler = self._negative_sampler()
+        sampler = self._negative_sampler(negative_pool, candidates)
         run_seed = tf.constant(derive_seed(seed))
         fold_in = tf.random.experimental.stateless_fold_in
 
@@ -136,17 +143,20 @@ class PreparedDataset:
         epochs = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
         return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
-    def _negative_sampler(self) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-        """`sample_negatives` over this train set, traced once and reused by every epoch's pipeline."""
-        if self._sampler is None or self._sampler[0] is not self.train:
+    def _negative_sampler(
+        self, pool: str, candidates: np.ndarray | None
+    ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+        """`sample_negatives` over this train set and pool, traced once and reused by every epoch's pipeline."""
+        if self._sampler is None or self._sampler[0] is not self.train or self._sampler[1] != pool:
             keys = tf.constant(positive_keys(self.train))
+            pool_items = None if candidates is None else tf.constant(candidates)
             function = tf.function(
-                lambda users, seed: sample_negatives(users, keys, self.n_items, seed),
+                lambda users, seed: sample_negatives(users, keys, self.n_items, seed, pool_items),
                 input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([2], tf.int64)],
                 autograph=False,
             )
-            self._sampler = (self.train, function)
-        return self._sampler[1]
+            self._sampler = (self.train, pool, function)
+        return self._sampler[2]
 
     def _train_pair_blocks(self) -> tf.data.Dataset:
         """The training pairs as {"user", "item"} blocks: from the TFRecords when cached."""

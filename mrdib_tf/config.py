@@ -41,6 +41,9 @@ class RunConfig:
     valid_metric: str = _setting("recall@20", "validation metric for early stopping and model choice")
     batch_size: int = _setting(2048, "training batch size")
     lr: float = _setting(1e-3, "Adam learning rate")
+    negative_pool: str = _setting(
+        "all", "items negatives are drawn from: 'all' (the catalogue) or 'train' (items seen in training, as MMRec)"
+    )
     seed: int = _setting(999, "random seed (data order, negatives, initialisation, sampling)")
     jit_compile: bool = _setting(True, "compile training steps with XLA (--no-jit-compile to turn off)")
     eval_batch_users: int = _setting(4096, "users scored at once during full-ranking evaluation")

@@ -130,13 +130,15 @@ class Trainer:
 
     def build(self) -> None:
         """Creates every variable eagerly, so compiled steps never create state."""
-        batch = next(iter(self.dataset.train_batches(self.config.batch_size, self.config.seed, 0)))
+        config = self.config
+        batch = next(iter(self.dataset.train_batches(config.batch_size, config.seed, 0, config.negative_pool)))
         self.model.compute_losses(batch, training=True)
         self.optimizer.build(self.model.trainable_variables)
 
     def batch_stream(self, first_epoch: int = 0) -> Iterator[Mapping[str, tf.Tensor]]:
         """One iterator over every epoch's batches, so the input pipeline is built once per run."""
-        return iter(self.dataset.train_epochs(self.config.batch_size, self.config.seed, first_epoch))
+        config = self.config
+        return iter(self.dataset.train_epochs(config.batch_size, config.seed, first_epoch, config.negative_pool))
 
     def evaluate(self, evaluator: FullRankingEvaluator) -> dict[str, float]:
         user_embeddings, item_embeddings = self._embed()

@@ -221,10 +221,24 @@ def test_a_copy_with_another_train_set_batches_that_train_set(dense):
 
 def test_train_batches_rejects_impossible_requests(dense):
     full = dataclasses.replace(dense, train=UserItems.from_pairs([0] * 12, range(12), 60, 12))
-    with pytest.raises(ValueError, match="User 0 has all 12 items in train"):
+    with pytest.raises(ValueError, match="User 0 has all 12 items of the 'all' negative pool in train"):
         full.train_batches(8, 0, 0)
+    with pytest.raises(ValueError, match="negative_pool must be one of"):
+        dense.train_batches(8, 0, 0, negative_pool="popular")
     with pytest.raises(ValueError, match="batch_size"):
         dense.train_batches(0, 0, 0)
     empty = dataclasses.replace(dense, train=UserItems.from_pairs([], [], 60, 12))
     with pytest.raises(ValueError, match="no train pairs"):
         empty.train_batches(8, 0, 0)
+
+
+def test_train_pool_negatives_are_items_seen_in_training(dense):
+    # Items 10 and 11 occur only in validation/test: the 'train' pool never offers them as negatives.
+    users = np.repeat(np.arange(60), 3)
+    items = np.array([i for u in range(60) for i in ((u % 10), (u + 3) % 10, (u + 6) % 10)])
+    train = UserItems.from_pairs(users, items, 60, 12)
+    copy = dataclasses.replace(dense, train=train)
+    drawn = [b["neg_item"] for b in copy.train_batches(64, 0, 0, negative_pool="train").as_numpy_iterator()]
+    assert set(np.concatenate(drawn).tolist()) <= set(range(10))
+    everything = [b["neg_item"] for b in copy.train_batches(64, 0, 0).as_numpy_iterator()]
+    assert {10, 11} & set(np.concatenate(everything).tolist())

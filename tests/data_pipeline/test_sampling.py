@@ -4,7 +4,7 @@ import tensorflow as tf
 from scipy import stats
 
 from data_pipeline.interactions import UserItems
-from data_pipeline.sampling import derive_seed, positive_keys, sample_negatives
+from data_pipeline.sampling import candidate_items, derive_seed, positive_keys, sample_negatives
 
 
 def sample(train: UserItems, users, seed=(1, 2)):
@@ -49,6 +49,29 @@ def test_uniform_over_the_allowed_items():
         assert counts[np.setdiff1d(np.arange(8), allowed)].sum() == 0
         assert stats.chisquare(counts[allowed]).pvalue > 1e-3
         assert counts[allowed].sum() == n
+
+
+def test_uniform_over_the_allowed_candidates_only():
+    # Items 0..5 occur in train; 6 and 7 do not. User 0 may get {1, 4} of the pool, user 1 {0, 1, 3, 4, 5}.
+    train = UserItems.from_pairs([0] * 4 + [1], [0, 2, 3, 5, 2], n_users=2, n_items=8)
+    pool = candidate_items(UserItems.from_pairs([2] * 6, range(6), n_users=3, n_items=8), "train")
+    np.testing.assert_array_equal(pool, np.arange(6))
+    draws = sample_negatives(
+        tf.constant([0] * 4000 + [1] * 5000, tf.int64), tf.constant(positive_keys(train)), 8,
+        tf.constant((3, 4), tf.int64), tf.constant(pool),
+    ).numpy()
+    for mine, allowed in ((draws[:4000], [1, 4]), (draws[4000:], [0, 1, 3, 4, 5])):
+        counts = np.bincount(mine, minlength=8)
+        assert counts[np.setdiff1d(np.arange(8), allowed)].sum() == 0
+        assert stats.chisquare(counts[allowed]).pvalue > 1e-3
+
+
+def test_candidate_items_of_each_pool():
+    train = UserItems.from_pairs([0, 1, 1], [4, 4, 1], n_users=2, n_items=6)
+    assert candidate_items(train, "all") is None
+    np.testing.assert_array_equal(candidate_items(train, "train"), [1, 4])
+    with pytest.raises(ValueError, match="negative_pool must be one of"):
+        candidate_items(train, "test")
 
 
 def test_same_seed_same_draws_other_seed_other_draws():
