@@ -27,16 +27,11 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from training_speed import load  # the same datasets as the other speed benchmark
-
-import keras  # noqa: E402
+from training_speed import load, timed_epoch, warmed_up_trainer  # the same datasets and timing
 
 from mrdib_tf.config import RunConfig  # noqa: E402
-from mrdib_tf.recommender import build_recommender  # noqa: E402
-from mrdib_tf.training import Trainer  # noqa: E402
 
 #: our backbone name -> (MMRec's model name, its overrides at our defaults)
 BACKBONES = {
@@ -73,19 +68,6 @@ def mmrec_epoch_seconds(args, model: str, dataset: str, overrides: dict, epochs:
     return times["training"], times["evaluating"]
 
 
-def our_epoch_seconds(trainer: Trainer, batches, first_epoch: int, epochs: int) -> tuple[list, list]:
-    """(training seconds, evaluation seconds) of `epochs` epochs of ours."""
-    training, evaluating = [], []
-    for epoch in range(first_epoch, first_epoch + epochs):
-        start = time.perf_counter()
-        trainer.train_epoch(epoch, batches)
-        training.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        trainer.evaluate(trainer.valid_evaluator)
-        evaluating.append(time.perf_counter() - start)
-    return training, evaluating
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mmrec-src", type=Path, required=True, help="MMRec's src/ folder")
@@ -107,20 +89,18 @@ def main() -> None:
         if ours_name == "sports":
             print("# sports: real interaction graph, RANDOM features of the real shapes (image 4096-d, text 384-d)")
         for backbone in args.backbones.split(","):
-            config = RunConfig(backbone=backbone, mrdib=False, jit_compile=True)
-            keras.utils.set_random_seed(config.seed)
-            trainer = Trainer(build_recommender(dataset, config), dataset, config, verbose=False)
-            trainer.build()
-            batches = trainer.batch_stream()
-            our_epoch_seconds(trainer, batches, 0, 1)  # warm-up: tracing and XLA compilation
+            trainer, batches = warmed_up_trainer(
+                dataset, RunConfig(backbone=backbone, mrdib=False, jit_compile=True)
+            )
             times = {"ours": ([], []), "mmrec": ([], [])}
             model, overrides = BACKBONES[backbone]
             for round_ in range(args.rounds):
                 for framework in ("ours", "mmrec"):
                     if framework == "ours":
-                        training, evaluating = our_epoch_seconds(
-                            trainer, batches, 1 + round_ * args.epochs, args.epochs
-                        )
+                        first = 1 + round_ * args.epochs
+                        training, evaluating = zip(*(
+                            timed_epoch(trainer, batches, epoch) for epoch in range(first, first + args.epochs)
+                        ))
                     else:
                         training, evaluating = mmrec_epoch_seconds(
                             args, model, mmrec_name, overrides, args.epochs

@@ -22,6 +22,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,27 +64,36 @@ def load(name: str, sports_dir: Path):
     return dataclasses.replace(dataset, features=features)
 
 
+def warmed_up_trainer(dataset, config: RunConfig) -> tuple[Trainer, Iterator]:
+    """A built trainer and its batch stream, after one untimed epoch and evaluation (tracing, XLA)."""
+    keras.utils.set_random_seed(config.seed)
+    trainer = Trainer(build_recommender(dataset, config), dataset, config, verbose=False)
+    trainer.build()
+    batches = trainer.batch_stream()
+    timed_epoch(trainer, batches, 0)
+    return trainer, batches
+
+
+def timed_epoch(trainer: Trainer, batches: Iterator, epoch: int) -> tuple[float, float]:
+    """(seconds of training epoch `epoch`, seconds of the validation evaluation after it)."""
+    start = time.perf_counter()
+    trainer.train_epoch(epoch, batches)
+    trained = time.perf_counter()
+    trainer.evaluate(trainer.valid_evaluator)
+    return trained - start, time.perf_counter() - trained
+
+
 def time_variants(dataset, backbones: list[str], repeats: int) -> list[tuple[str, list, list]]:
-    trainers = []
-    for label, backbone, settings in VARIANTS:
-        if backbone not in backbones:
-            continue
-        config = RunConfig(backbone=backbone, **settings)
-        keras.utils.set_random_seed(config.seed)
-        trainer = Trainer(build_recommender(dataset, config), dataset, config, verbose=False)
-        trainer.build()
-        batches = trainer.batch_stream()
-        trainer.train_epoch(0, batches)  # warm-up: tracing and compilation
-        trainer.evaluate(trainer.valid_evaluator)
-        trainers.append((label, trainer, batches, [], []))
+    trainers = [
+        (label, *warmed_up_trainer(dataset, RunConfig(backbone=backbone, **settings)), [], [])
+        for label, backbone, settings in VARIANTS
+        if backbone in backbones
+    ]
     for repeat in range(repeats):
         for label, trainer, batches, epochs, evals in trainers:
-            start = time.perf_counter()
-            trainer.train_epoch(repeat + 1, batches)
-            epochs.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            trainer.evaluate(trainer.valid_evaluator)
-            evals.append(time.perf_counter() - start)
+            epoch_seconds, eval_seconds = timed_epoch(trainer, batches, repeat + 1)
+            epochs.append(epoch_seconds)
+            evals.append(eval_seconds)
     return [(label, epochs, evals) for label, _, _, epochs, evals in trainers]
 
 
