@@ -130,9 +130,7 @@ class Trainer:
 
     def build(self) -> None:
         """Creates every variable eagerly, so compiled steps never create state."""
-        config = self.config
-        batch = next(iter(self.dataset.train_batches(config.batch_size, config.seed, 0, config.negative_pool)))
-        self.model.compute_losses(batch, training=True)
+        self.model.compute_losses(next(self.batch_stream()), training=True)
         self.optimizer.build(self.model.trainable_variables)
 
     def batch_stream(self, first_epoch: int = 0) -> Iterator[Mapping[str, tf.Tensor]]:
