@@ -75,7 +75,8 @@ class PreparedDataset:
 
         Exactly the batches `train_epochs(batch_size, seed, epoch, negative_pool)` yields first; see there.
         """
-        return self.train_epochs(batch_size, seed, epoch, negative_pool).take(self.steps_per_epoch(batch_size))
+        epochs = self.train_epochs(batch_size, seed, epoch, negative_pool)
+        return epochs.take(self.steps_per_epoch(batch_size))
 
     def train_epochs(
         self, batch_size: int, seed: int, first_epoch: int = 0, negative_pool: str = "all"
@@ -87,9 +88,9 @@ class PreparedDataset:
         (seed, epoch) and independent of TensorFlow's global seed), batched (last partial batch
         kept), given negatives drawn exactly uniformly from the items of `negative_pool` (see
         `sampling.NEGATIVE_POOLS`) the user has no train pair with (seeded from (seed, epoch, batch
-        index)), and prefetched. One pipeline for a whole run
-        means nothing is rebuilt or retraced between epochs, and prefetching runs across epoch
-        boundaries; take `steps_per_epoch(batch_size)` batches per epoch.
+        index)), and prefetched. One pipeline for a whole run means nothing is rebuilt or retraced
+        between epochs, and prefetching runs across epoch boundaries; take
+        `steps_per_epoch(batch_size)` batches per epoch.
 
         Returns:
             A dataset of {"user", "pos_item", "neg_item"}: int64 [b] each; the same elements for the

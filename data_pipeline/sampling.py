@@ -41,8 +41,9 @@ def sample_negatives(
 ) -> tf.Tensor:
     """One item per user, uniform over the candidate items that user has no training pair with.
 
-    Rejection sampling: draw uniformly over the candidates (all items by default), then redraw, in a `tf.while_loop`, only the
-    draws that are positives (found by `tf.searchsorted` in `keys`) until none is. Conditioned on
+    Rejection sampling: draw uniformly over the candidates (all items by default), then redraw, in a
+    `tf.while_loop`, only the draws that are positives (found by `tf.searchsorted` in `keys`) until
+    none is. Conditioned on
     acceptance each draw is uniform over the allowed items; the only bias is that of
     `stateless_uniform` for int64 ranges, of order n_items / 2**64. Every user must have at least
     one allowed item, or the loop never ends.
@@ -59,7 +60,6 @@ def sample_negatives(
     """
     users = tf.convert_to_tensor(users, tf.int64)
     last = tf.size(keys, out_type=tf.int64) - 1
-
     pool_size = n_items if candidates is None else tf.size(candidates, out_type=tf.int64)
 
     def draw(step: tf.Tensor) -> tf.Tensor:
