@@ -123,10 +123,9 @@ class MRdIBRegularizer(keras.layers.Layer):
     h_m; `auxiliary_losses` returns the rest of the objective.
 
     The training codes are the reparameterized sample mu_m + sigma_m * eps (what `tfd.Normal.sample`
-    computes), with eps from `mrdib_tf.sampling.standard_normal`: TFP's sampler draws the same numbers'
-    worth of noise at two to three times the cost under XLA on CPU, and this noise, one number per item and
-    code dimension, is the largest single cost of a training step. The posteriors stay TFP distributions
-    and the KL is TFP's.
+    computes), with eps from `mrdib_tf.sampling.standard_normal`: one number per encoded row and code
+    dimension, which TFP's Philox-based sampler draws some seventy times slower under XLA on CPU
+    (`benchmarks/noise_sampling.py`). The posteriors stay TFP distributions and the KL is TFP's.
 
     alpha_kl = 0 means a deterministic encoder, z_m = mu_m(h_m) in training too (the posterior is a point
     mass): the sigma heads and the sampling exist only to give the KL rate term something to compress, and
@@ -144,7 +143,8 @@ class MRdIBRegularizer(keras.layers.Layer):
     randomness (reparameterization noise, MINE's marginal shifts). A training `encode` advances
     `self.seed_generator`, a stateless counter that compiled steps advance, once; every modality's noise
     and every pair's shift get their own seed folded from that one. None draws it from Keras' global
-    seed. XLA and eager draw different numbers from the same seed; each is reproducible on its own.
+    seed. The noise is the same with and without XLA (up to float32 rounding of the normal quantile);
+    MINE's shifts come from TensorFlow's Philox, which XLA and eager implement differently.
 
     Variables: `encode` creates mu_m and sigma_m; the critics and heads (which need the user width) are
     created by the first `auxiliary_losses`. Run one step eagerly before building an optimizer over
