@@ -6,7 +6,7 @@ shared machine. Ratios are against the first variant of the same dataset and bac
 variants drop one MRdIB branch each (alpha1: the sampled bottleneck and its KL; alpha2: the MINE
 critic; alpha3: the unique decoders), which shows what each branch costs.
 
-    python benchmarks/training_speed.py                       # tiktok and sports, VBPR and LightGCN
+    python benchmarks/training_speed.py                       # tiktok and sports, VBPR, LightGCN and MGCN
     python benchmarks/training_speed.py --datasets tiktok --repeats 5
 
 `sports` is the real MMRec interaction graph read from ../shared/data/sports (or --sports-dir) with
@@ -49,6 +49,9 @@ VARIANTS = [
     ("vbpr  no-xla mrdib", "vbpr", {"jit_compile": False, "mrdib": True}),
     ("lightgcn xla", "lightgcn", {"jit_compile": True, "mrdib": False}),
     ("lightgcn no-xla", "lightgcn", {"jit_compile": False, "mrdib": False}),
+    ("mgcn  xla  bare", "mgcn", {"jit_compile": True, "mrdib": False}),
+    ("mgcn  xla  mrdib", "mgcn", {"jit_compile": True, "mrdib": True}),
+    ("mgcn  xla  mrdib alpha1=0", "mgcn", {"jit_compile": True, "mrdib": True, "alpha1": 0.0}),
 ]
 
 
@@ -100,7 +103,7 @@ def time_variants(dataset, backbones: list[str], repeats: int) -> list[tuple[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="tiktok,sports")
-    parser.add_argument("--backbones", default="vbpr,lightgcn")
+    parser.add_argument("--backbones", default="vbpr,lightgcn,mgcn")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant")
     parser.add_argument("--sports-dir", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "data" / "sports")

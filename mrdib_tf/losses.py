@@ -29,3 +29,22 @@ def embedding_norm_loss(*embeddings: tf.Tensor) -> tf.Tensor:
     """
     total = tf.add_n([tf.norm(embedding) for embedding in embeddings])
     return total / tf.cast(tf.shape(embeddings[-1])[0], total.dtype)
+
+
+def half_squared_norm_loss(*embeddings: tf.Tensor) -> tf.Tensor:
+    """Half the sum of squared entries of the tensors, divided by the batch size (MGCN's regularizer in MMRec)."""
+    total = tf.add_n([tf.reduce_sum(tf.square(embedding)) for embedding in embeddings]) / 2.0
+    return total / tf.cast(tf.shape(embeddings[-1])[0], total.dtype)
+
+
+def info_nce(anchors: tf.Tensor, positives: tf.Tensor, temperature: float) -> tf.Tensor:
+    """InfoNCE between two views of the same rows, the other rows of the batch as negatives.
+
+    With unit-normalised rows a_i, p_j: mean_i [logsumexp_j(<a_i, p_j> / t) - <a_i, p_i> / t], the
+    log-sum-exp taken stably (MMRec exponentiates directly, which equals this while it does not overflow).
+    """
+    anchors = tf.math.l2_normalize(anchors, axis=-1)
+    positives = tf.math.l2_normalize(positives, axis=-1)
+    logits = tf.matmul(anchors, positives, transpose_b=True) / temperature
+    matching = tf.reduce_sum(anchors * positives, axis=-1) / temperature
+    return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=-1) - matching)

@@ -56,8 +56,9 @@ class Recommender(keras.Model):
         """Every loss component for a batch of `{"user", "pos_item", "neg_item"}`; `"loss"` is the total.
 
         Components: `backbone` (the backbone's BPR loss, which is MRdIB's prediction/synergy term when the
-        backbone predicts from all z jointly), `l2` (the backbone's own regularizer) and, under MRdIB, the
-        regularizer's raw `kl`, `mi_estimate`, `unique`, `synergy` and weighted `mrdib`.
+        backbone predicts from all z jointly), `l2` (the backbone's own regularizer), the backbone's
+        weighted `extra_losses` (MGCN: `contrastive`) and, under MRdIB, the regularizer's raw
+        `kl`, `mi_estimate`, `unique`, `synergy` and weighted `mrdib`.
 
         A row-wise backbone computes, and MRdIB encodes, only the batch's positive and negative item
         rows; MRdIB's KL is then the mean over those rows instead of over the whole catalogue.
@@ -74,7 +75,7 @@ class Recommender(keras.Model):
         if self.regularizer is not None:
             bottleneck = self.regularizer.encode(representations, training=training)
             representations = bottleneck.codes
-        user_table, item_table = self.backbone.embeddings(representations, training, items=items)
+        user_table, item_table, views = self.backbone.embeddings_with_views(representations, training, items=items)
         user_vectors = tf.gather(user_table, users)
         pos_vectors, neg_vectors = tf.gather(item_table, pos_rows), tf.gather(item_table, neg_rows)
         losses = {
@@ -83,7 +84,8 @@ class Recommender(keras.Model):
                 users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors
             ),
         }
-        total = losses["backbone"] + losses["l2"]
+        losses.update(self.backbone.extra_losses(views, users, pos_rows))
+        total = tf.add_n([losses[name] for name in losses])
         if bottleneck is not None:
             auxiliary = dict(
                 self.regularizer.auxiliary_losses(bottleneck, user_vectors, pos_rows, neg_rows)

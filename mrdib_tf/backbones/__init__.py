@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from mrdib_tf.backbones.base import Backbone
 from mrdib_tf.backbones.lightgcn import LightGCN
+from mrdib_tf.backbones.mgcn import MGCN
 from mrdib_tf.backbones.vbpr import VBPR
 
 if TYPE_CHECKING:
@@ -29,8 +30,17 @@ def _lightgcn(dataset: "PreparedDataset", config: "RunConfig") -> Backbone:
     )
 
 
+def _mgcn(dataset: "PreparedDataset", config: "RunConfig") -> Backbone:
+    users, items = dataset.train_pairs()
+    return MGCN(
+        dataset.n_users, dataset.n_items, users, items, dataset.features, embedding_dim=config.embedding_dim,
+        n_ui_layers=config.n_layers, cl_weight=config.cl_weight, reg_weight=config.reg_weight, name="mgcn",
+    )
+
+
 BACKBONES: dict[str, Callable[["PreparedDataset", "RunConfig"], Backbone]] = {
     "lightgcn": _lightgcn,
+    "mgcn": _mgcn,
     "vbpr": _vbpr,
 }
 
@@ -49,4 +59,4 @@ def build_backbone(dataset: "PreparedDataset", config: "RunConfig") -> Backbone:
     return factory(dataset, config)
 
 
-__all__ = ["BACKBONES", "Backbone", "ID_ONLY_BACKBONES", "LightGCN", "VBPR", "build_backbone"]
+__all__ = ["BACKBONES", "Backbone", "ID_ONLY_BACKBONES", "LightGCN", "MGCN", "VBPR", "build_backbone"]

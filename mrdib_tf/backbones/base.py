@@ -63,6 +63,23 @@ class Backbone(keras.Model):
         """
         raise NotImplementedError
 
+    def embeddings_with_views(
+        self,
+        representations: Mapping[str, tf.Tensor],
+        training: bool = False,
+        items: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+        """`embeddings`, plus the intermediate tables (views) that `extra_losses` reads; none by default."""
+        user_table, item_table = self.embeddings(representations, training, items=items)
+        return user_table, item_table, {}
+
+    def extra_losses(
+        self, views: Mapping[str, tf.Tensor], users: tf.Tensor, pos_rows: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """The backbone's own weighted training terms beyond BPR and `regularization_loss`, by name
+        (MGCN's contrastive term), from the views of `embeddings_with_views`; none by default."""
+        return {}
+
     def regularization_loss(
         self,
         users: tf.Tensor,

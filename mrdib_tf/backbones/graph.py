@@ -38,6 +38,13 @@ class NormalizedGraph:
         weights = (inv_sqrt[rows] * inv_sqrt[cols]).astype(np.float32)
         return cls(rows.astype(np.int32), cols.astype(np.int32), weights, n_nodes)
 
+    def users_from_items(self, n_users: int) -> "NormalizedGraph":
+        """The user <- item block of a bipartite graph (MGCN's R): user receivers, item-id senders."""
+        to_users = self.rows < n_users
+        return NormalizedGraph(
+            self.rows[to_users], self.cols[to_users] - n_users, self.weights[to_users], n_users
+        )
+
 
 def propagate(
     embeddings: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, weights: tf.Tensor, n_nodes: int
@@ -45,3 +52,33 @@ def propagate(
     """One step `A_hat @ embeddings` as gather + unsorted_segment_sum, which (unlike sparse matmul) XLA compiles."""
     messages = tf.gather(embeddings, cols) * weights[:, None]
     return tf.math.unsorted_segment_sum(messages, rows, n_nodes)
+
+
+def knn_item_graph(features: np.ndarray, k: int, chunk_rows: int = 1024) -> NormalizedGraph:
+    """The item-item graph of MGCN/LATTICE/FREEDOM: each item linked to its k most cosine-similar items.
+
+    Row i keeps its top-k cosine similarities (itself included, as MMRec's `build_knn_normalized_graph`
+    does) as edge weights s_ij, and the graph is normalized symmetrically with the row sums d_i:
+    w_ij = d_i^-1/2 s_ij d_j^-1/2 (0 where a row sum is not positive, e.g. an all-zero feature row).
+    Similarities are computed `chunk_rows` rows at a time, so an 18k-item catalogue never holds the
+    full n x n matrix.
+    """
+    n_items = features.shape[0]
+    if not 1 <= k <= n_items:
+        raise ValueError(f"knn k must be in [1, n_items={n_items}], got {k}.")
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    unit = np.divide(features, norms, out=np.zeros_like(features, dtype=np.float32), where=norms > 0)
+    neighbours = np.empty((n_items, k), dtype=np.int64)
+    similarities = np.empty((n_items, k), dtype=np.float32)
+    for start in range(0, n_items, chunk_rows):
+        block = unit[start : start + chunk_rows] @ unit.T
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        neighbours[start : start + len(block)] = top
+        similarities[start : start + len(block)] = np.take_along_axis(block, top, axis=1)
+    degree = similarities.sum(axis=1, dtype=np.float64)
+    inv_sqrt = np.zeros_like(degree)
+    np.power(degree, -0.5, out=inv_sqrt, where=degree > 0)
+    rows = np.repeat(np.arange(n_items), k)
+    cols = neighbours.ravel()
+    weights = (inv_sqrt[rows] * similarities.ravel() * inv_sqrt[cols]).astype(np.float32)
+    return NormalizedGraph(rows.astype(np.int32), cols.astype(np.int32), weights, n_items)

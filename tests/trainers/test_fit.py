@@ -18,16 +18,16 @@ def _per_user(user_items):
     return [user_items.items_of(u).tolist() for u in range(user_items.n_users)]
 
 
-@pytest.mark.parametrize("mrdib", [False, True])
-def test_fit_writes_a_run_whose_test_metrics_match_the_best_checkpoint(tiny_folder, tmp_path, mrdib):
+@pytest.mark.parametrize("backbone, mrdib", [("vbpr", False), ("vbpr", True), ("mgcn", True)])
+def test_fit_writes_a_run_whose_test_metrics_match_the_best_checkpoint(tiny_folder, tmp_path, backbone, mrdib):
     run_dir = tmp_path / "run"
-    argv = ["--data-dir", str(tiny_folder), "--epochs", "4", "--patience", "2", "--batch-size", "256",
-            "--run-dir", str(run_dir), "--seed", "5"] + ([] if mrdib else ["--no-mrdib"])
+    argv = ["--data-dir", str(tiny_folder), "--backbone", backbone, "--epochs", "4", "--patience", "2",
+            "--batch-size", "256", "--run-dir", str(run_dir), "--seed", "5"] + ([] if mrdib else ["--no-mrdib"])
     assert fit.main(argv) == 0
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = RunConfig.from_json_file(run_dir / "config.json")
-    assert config.mrdib is mrdib and config.epochs == 4
+    assert config.backbone == backbone and config.mrdib is mrdib and config.epochs == 4
     history = [row["valid_recall@20"] for row in metrics["history"]]
     assert metrics["best_epoch"] == int(np.argmax(history)) + 1  # first maximum wins
     assert metrics["valid"]["recall@20"] == max(history)
