@@ -31,7 +31,7 @@ class RunConfig:
     embedding_dim: int = _setting(64, "embedding size d")
     reg_weight: float = _setting(1e-4, "weight of the backbone's own embedding regularizer (MMRec's reg_weight)")
     n_layers: int = _setting(2, "propagation layers of graph backbones (MGCN: of its user-item view)")
-    cl_weight: float = _setting(0.01, "weight of MGCN's contrastive loss (MMRec's cl_loss; its grid: 0.001, 0.01, 0.1)")
+    cl_weight: float = _setting(0.01, "weight of MGCN's contrastive loss (MMRec's cl_loss; grid 0.001, 0.01, 0.1)")
     mrdib: bool = _setting(True, "wrap the backbone with MRdIBRegularizer (--no-mrdib: bare backbone)")
     alpha1: float = _setting(0.005, "MRdIB weight of the KL (bottleneck) term")
     alpha2: float = _setting(0.05, "MRdIB weight of the redundancy (MINE mutual information) term")

@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrdib_tf.backbones.graph import NormalizedGraph
+
 
 class Backbone(keras.Model):
     """A recommender split at the point where MRdIB plugs in.
@@ -96,17 +98,39 @@ class Backbone(keras.Model):
         """The bare inference path: final embeddings from the backbone's own representations."""
         return self.embeddings(self.modality_representations(training), training)
 
-    def _constant_table(self, name: str, values: np.ndarray, dtype: str = "float32") -> keras.Variable:
-        """A frozen variable holding `values` (features, graph edges).
+    def _table(
+        self, name: str, values: np.ndarray, dtype: str = "float32", trainable: bool = False
+    ) -> keras.Variable:
+        """A variable holding `values`: frozen (features, graph edges) unless `trainable` (fine-tuned features).
 
         A variable, not a constant, so large arrays stay out of the compiled XLA program and out of
         every traced graph.
         """
         table = self.add_weight(
-            name=name, shape=values.shape, dtype=dtype, initializer="zeros", trainable=False
+            name=name, shape=values.shape, dtype=dtype, initializer="zeros", trainable=trainable
         )
-        table.assign(values.astype(dtype))
+        table.assign(np.asarray(values).astype(dtype))
         return table
+
+    def _graph_tables(self, name: str, graph: NormalizedGraph) -> tuple:
+        """`graph` as frozen (rows, cols, weights) tables plus its receiver count: `propagate`'s arguments."""
+        return (
+            self._table(f"{name}_rows", graph.rows, "int32"),
+            self._table(f"{name}_cols", graph.cols, "int32"),
+            self._table(f"{name}_weights", graph.weights),
+            graph.n_nodes,
+        )
+
+
+def check_item_features(features: Mapping[str, np.ndarray], n_items: int, model: str) -> None:
+    """Raises a ValueError unless `features` maps one or more modalities to `[n_items, dim]` matrices."""
+    if not features:
+        raise ValueError(f"{model} needs at least one modality's item features; got none.")
+    for modality, matrix in features.items():
+        if matrix.ndim != 2 or matrix.shape[0] != n_items:
+            raise ValueError(
+                f"Features of modality '{modality}' must have shape [n_items={n_items}, dim], got {matrix.shape}."
+            )
 
 
 def rows_of(table: keras.Variable | tf.Tensor, items: tf.Tensor | None) -> tf.Tensor:

@@ -54,6 +54,15 @@ def propagate(
     return tf.math.unsorted_segment_sum(messages, rows, n_nodes)
 
 
+def mean_over_layers(embeddings: tf.Tensor, graph_tables: tuple, n_layers: int) -> tf.Tensor:
+    """LightGCN's smoothing: the mean of `embeddings` propagated 0, 1, ..., `n_layers` times."""
+    layer = total = embeddings
+    for _ in range(n_layers):
+        layer = propagate(layer, *graph_tables)
+        total += layer
+    return total / float(n_layers + 1)
+
+
 def knn_item_graph(features: np.ndarray, k: int, chunk_rows: int = 1024) -> NormalizedGraph:
     """The item-item graph of MGCN/LATTICE/FREEDOM: each item linked to its k most cosine-similar items.
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrdib_tf.backbones.base import Backbone
-from mrdib_tf.backbones.graph import NormalizedGraph, propagate
+from mrdib_tf.backbones.graph import NormalizedGraph, mean_over_layers
 from mrdib_tf.losses import embedding_norm_loss
 
 
@@ -42,10 +42,7 @@ class LightGCN(Backbone):
         self.embedding_dim = embedding_dim
         self.n_layers = n_layers
         graph = NormalizedGraph.from_interactions(train_users, train_items, n_users, n_items)
-        self.n_nodes = graph.n_nodes
-        self.edge_rows = self._constant_table("edge_rows", graph.rows, "int32")
-        self.edge_cols = self._constant_table("edge_cols", graph.cols, "int32")
-        self.edge_weights = self._constant_table("edge_weights", graph.weights)
+        self.edges = self._graph_tables("edge", graph)
         self.user_embedding = self.add_weight(
             name="user_embedding", shape=(n_users, embedding_dim), initializer="glorot_uniform"
         )
@@ -59,12 +56,8 @@ class LightGCN(Backbone):
         training: bool = False,
         items: tf.Tensor | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        layer = tf.concat([self.user_embedding, self.item_embedding], axis=0)
-        total = layer
-        for _ in range(self.n_layers):
-            layer = propagate(layer, self.edge_rows, self.edge_cols, self.edge_weights, self.n_nodes)
-            total += layer
-        mean = total / float(self.n_layers + 1)
+        ids = tf.concat([self.user_embedding, self.item_embedding], axis=0)
+        mean = mean_over_layers(ids, self.edges, self.n_layers)
         return mean[: self.n_users], mean[self.n_users :]
 
     def regularization_loss(self, users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors):

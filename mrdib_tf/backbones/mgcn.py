@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrdib_tf.backbones.base import Backbone
-from mrdib_tf.backbones.graph import NormalizedGraph, knn_item_graph, propagate
+from mrdib_tf.backbones.base import Backbone, check_item_features
+from mrdib_tf.backbones.graph import NormalizedGraph, knn_item_graph, mean_over_layers, propagate
 from mrdib_tf.losses import half_squared_norm_loss, info_nce
 
 
@@ -60,14 +60,7 @@ class MGCN(Backbone):
         **kwargs,
     ):
         super().__init__(n_users, n_items, reg_weight, **kwargs)
-        if not features:
-            raise ValueError("MGCN needs at least one modality's item features; got none.")
-        for modality, matrix in features.items():
-            if matrix.ndim != 2 or matrix.shape[0] != n_items:
-                raise ValueError(
-                    f"Features of modality '{modality}' must have shape [n_items={n_items}, dim], "
-                    f"got {matrix.shape}."
-                )
+        check_item_features(features, n_items, "MGCN")
         if n_ui_layers < 0 or n_item_layers < 0:
             raise ValueError(f"Layer counts must be >= 0, got {n_ui_layers} and {n_item_layers}.")
         if cl_weight < 0 or temperature <= 0:
@@ -93,7 +86,7 @@ class MGCN(Backbone):
         self.item_embedding = self.add_weight(
             name="item_embedding", shape=(n_items, embedding_dim), initializer="glorot_uniform"
         )
-        self.features = {m: self._trainable_table(f"{m}_features", features[m]) for m in self.modalities}
+        self.features = {m: self._table(f"{m}_features", features[m], trainable=True) for m in self.modalities}
         self.projections = {m: self._dense(f"{m}_projection", features[m].shape[1]) for m in self.modalities}
         self.purifiers = {m: self._dense(f"{m}_purifier", embedding_dim, "sigmoid") for m in self.modalities}
         self.preferences = {m: self._dense(f"{m}_preference", embedding_dim, "sigmoid") for m in self.modalities}
@@ -105,20 +98,6 @@ class MGCN(Backbone):
         layer = keras.layers.Dense(self.embedding_dim, activation=activation, name=name)
         layer.build((None, input_dim))
         return layer
-
-    def _trainable_table(self, name: str, values: np.ndarray) -> keras.Variable:
-        table = self.add_weight(name=name, shape=values.shape, initializer="zeros")
-        table.assign(np.asarray(values, np.float32))
-        return table
-
-    def _graph_tables(self, name: str, graph: NormalizedGraph) -> tuple:
-        """(rows, cols, weights, n_receivers) as frozen variables, the arguments of `propagate`."""
-        return (
-            self._constant_table(f"{name}_rows", graph.rows, "int32"),
-            self._constant_table(f"{name}_cols", graph.cols, "int32"),
-            self._constant_table(f"{name}_weights", graph.weights),
-            graph.n_nodes,
-        )
 
     def modality_representations(
         self, training: bool = False, items: tf.Tensor | None = None
@@ -133,12 +112,8 @@ class MGCN(Backbone):
 
     def _views(self, representations: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """(content, side) over users + items, [n_users + n_items, d] each."""
-        layer = tf.concat([self.user_embedding, self.item_embedding], axis=0)
-        total = layer
-        for _ in range(self.n_ui_layers):
-            layer = propagate(layer, *self.interactions)
-            total += layer
-        content = total / float(self.n_ui_layers + 1)
+        ids = tf.concat([self.user_embedding, self.item_embedding], axis=0)
+        content = mean_over_layers(ids, self.interactions, self.n_ui_layers)
 
         modal = tf.stack(
             [

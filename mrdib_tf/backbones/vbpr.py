@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrdib_tf.backbones.base import Backbone, rows_of
+from mrdib_tf.backbones.base import Backbone, check_item_features, rows_of
 from mrdib_tf.losses import embedding_norm_loss
 
 
@@ -47,14 +47,7 @@ class VBPR(Backbone):
         **kwargs,
     ):
         super().__init__(n_users, n_items, reg_weight, **kwargs)
-        if not features:
-            raise ValueError("VBPR needs at least one modality's item features; got none.")
-        for modality, matrix in features.items():
-            if matrix.ndim != 2 or matrix.shape[0] != n_items:
-                raise ValueError(
-                    f"Features of modality '{modality}' must have shape [n_items={n_items}, dim], "
-                    f"got {matrix.shape}."
-                )
+        check_item_features(features, n_items, "VBPR")
         self.modalities = tuple(sorted(features))
         self.embedding_dim = embedding_dim
         self.user_factors = self.add_weight(
@@ -63,7 +56,7 @@ class VBPR(Backbone):
         self.item_factors = self.add_weight(
             name="item_factors", shape=(n_items, embedding_dim), initializer="glorot_uniform"
         )
-        self.features = {m: self._constant_table(f"{m}_features", features[m]) for m in self.modalities}
+        self.features = {m: self._table(f"{m}_features", features[m]) for m in self.modalities}
         self.projections = {
             m: keras.layers.Dense(
                 embedding_dim, use_bias=False, kernel_initializer="glorot_normal", name=f"{m}_projection"
