@@ -25,16 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 
-from mrdib_tf.sampling import normal_quantiles, standard_normal  # noqa: E402
+from mrdib_tf.sampling import quantile_normals, standard_normal  # noqa: E402
 
 
 def philox_words_then_quantiles(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """The same quantile transform fed by TensorFlow's Philox asked for 64-bit words."""
-    count = tf.reduce_prod(shape)
-    words = tf.random.stateless_uniform(
-        tf.reshape((count + 1) // 2, [1]), seed=seed, minval=None, maxval=None, dtype=tf.uint64
+    return quantile_normals(
+        shape,
+        lambda count: tf.random.stateless_uniform(
+            tf.reshape(count, [1]), seed=seed, minval=None, maxval=None, dtype=tf.uint64
+        ),
     )
-    return tf.reshape(normal_quantiles(tf.reshape(tf.bitcast(words, tf.uint32), [-1])[:count]), shape)
 
 
 def tfp_normal_sample(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

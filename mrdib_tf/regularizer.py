@@ -124,7 +124,7 @@ class MRdIBRegularizer(keras.layers.Layer):
 
     The training codes are the reparameterized sample mu_m + sigma_m * eps (what `tfd.Normal.sample`
     computes), with eps from `mrdib_tf.sampling.standard_normal`: one number per encoded row and code
-    dimension, which TFP's Philox-based sampler draws some seventy times slower under XLA on CPU
+    dimension, which TFP's Philox-based sampler draws about eighty times slower under XLA on CPU
     (`benchmarks/noise_sampling.py`). The posteriors stay TFP distributions and the KL is TFP's.
 
     alpha_kl = 0 means a deterministic encoder, z_m = mu_m(h_m) in training too (the posterior is a point

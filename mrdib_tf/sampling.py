@@ -13,7 +13,7 @@ and vectorises it (0.7 ms for the same 131k words), and the words are identical 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -46,14 +46,23 @@ def seed_state(seed: tf.Tensor) -> tf.Tensor:
 def standard_normal(shape: tf.Tensor | Sequence[int], seed: tf.Tensor) -> tf.Tensor:
     """float32 N(0, 1) numbers of the given shape from a stateless int32 seed of shape [2].
 
-    Each 64-bit word gives two numbers; each number is the normal quantile at u = (k + 1/2) / 2^24 for a
-    uniform 24-bit k: exact quantiles of the normal at 2^24 equally likely levels, so |x| <= 5.4 (the
-    tail beyond has probability 7e-8). A seed fixes the draw, with or without XLA (the two agree up to
-    float32 rounding of the quantile function).
+    `quantile_normals` fed by SplitMix64. A seed fixes the draw, with or without XLA (the two agree up
+    to float32 rounding of the quantile function).
+    """
+    return quantile_normals(shape, lambda count: splitmix64(seed_state(seed), count))
+
+
+def quantile_normals(
+    shape: tf.Tensor | Sequence[int], draw_words: Callable[[tf.Tensor], tf.Tensor]
+) -> tf.Tensor:
+    """float32 N(0, 1) numbers of `shape`, two from each uint64 word that `draw_words(count)` returns.
+
+    Each number is the normal quantile at u = (k + 1/2) / 2^24 for a uniform 24-bit k: exact quantiles
+    of the normal at 2^24 equally likely levels, so |x| <= 5.4 (the tail beyond has probability 7e-8).
     """
     shape = tf.convert_to_tensor(shape, tf.int32)
     count = tf.reduce_prod(shape)
-    words = splitmix64(seed_state(seed), (count + 1) // 2)
+    words = draw_words((count + 1) // 2)
     halves = tf.reshape(tf.bitcast(words, tf.uint32), [-1])[:count]
     return tf.reshape(normal_quantiles(halves), shape)
 
