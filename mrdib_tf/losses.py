@@ -31,10 +31,15 @@ def embedding_norm_loss(*embeddings: tf.Tensor) -> tf.Tensor:
     return total / tf.cast(tf.shape(embeddings[-1])[0], total.dtype)
 
 
-def half_squared_norm_loss(*embeddings: tf.Tensor) -> tf.Tensor:
-    """Half the sum of squared entries of the tensors, divided by the batch size (MGCN's regularizer in MMRec)."""
+def half_squared_norm_loss(*embeddings: tf.Tensor, batch_size: int | None = None) -> tf.Tensor:
+    """Half the sum of squared entries of the tensors, divided by `batch_size` (MGCN's regularizer in MMRec).
+
+    MMRec's MGCN divides by the configured training batch size, not the rows at hand; None divides by
+    the rows of the last tensor.
+    """
     total = tf.add_n([tf.reduce_sum(tf.square(embedding)) for embedding in embeddings]) / 2.0
-    return total / tf.cast(tf.shape(embeddings[-1])[0], total.dtype)
+    rows = tf.shape(embeddings[-1])[0] if batch_size is None else batch_size
+    return total / tf.cast(rows, total.dtype)
 
 
 def info_nce(anchors: tf.Tensor, positives: tf.Tensor, temperature: float) -> tf.Tensor:

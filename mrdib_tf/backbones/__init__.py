@@ -34,7 +34,8 @@ def _mgcn(dataset: "PreparedDataset", config: "RunConfig") -> Backbone:
     users, items = dataset.train_pairs()
     return MGCN(
         dataset.n_users, dataset.n_items, users, items, dataset.features, embedding_dim=config.embedding_dim,
-        n_ui_layers=config.n_layers, cl_weight=config.cl_weight, reg_weight=config.reg_weight, name="mgcn",
+        n_ui_layers=config.n_layers, cl_weight=config.cl_weight, reg_weight=config.reg_weight,
+        batch_size=config.batch_size, placement=config.placement, name="mgcn",
     )
 
 

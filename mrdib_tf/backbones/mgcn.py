@@ -30,6 +30,10 @@ class MGCN(Backbone):
     As in MMRec, the raw item features are trainable (fine-tuned) and the k-NN graphs are built once
     from their initial values.
 
+    Where MRdIB plugs in (`placement`): "views" exposes each modality's purified, propagated item view
+    as h_m (what users aggregate); "features" exposes the projected features W_m f_i, before the
+    purifier and any propagation, and builds the views from whatever replaces them.
+
     Args:
         n_users, n_items: catalogue sizes.
         train_users, train_items: the training pairs (the user-item graph).
@@ -41,7 +45,12 @@ class MGCN(Backbone):
         cl_weight: weight of the contrastive term (MMRec's `cl_loss`, grid 0.001, 0.01, 0.1).
         temperature: InfoNCE temperature (MMRec: 0.2).
         reg_weight: weight of the regularizer (MMRec: 1e-4).
+        batch_size: the training batch size the regularizer is divided by, as MMRec divides it (so a
+            short last batch weighs each of its rows like a full one).
+        placement: "views" or "features" (see above).
     """
+
+    PLACEMENTS = ("views", "features")
 
     def __init__(
         self,
@@ -57,10 +66,18 @@ class MGCN(Backbone):
         cl_weight: float = 0.01,
         temperature: float = 0.2,
         reg_weight: float = 1e-4,
+        batch_size: int = 2048,
+        placement: str = "views",
         **kwargs,
     ):
         super().__init__(n_users, n_items, reg_weight, **kwargs)
         check_item_features(features, n_items, "MGCN")
+        if placement not in self.PLACEMENTS:
+            raise ValueError(f"MGCN placement must be one of {self.PLACEMENTS}, got {placement!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.placement = placement
+        self.batch_size = batch_size
         if n_ui_layers < 0 or n_item_layers < 0:
             raise ValueError(f"Layer counts must be >= 0, got {n_ui_layers} and {n_item_layers}.")
         if cl_weight < 0 or temperature <= 0:
@@ -102,18 +119,25 @@ class MGCN(Backbone):
     def modality_representations(
         self, training: bool = False, items: tf.Tensor | None = None
     ) -> dict[str, tf.Tensor]:
-        representations = {}
+        projected = {m: self.projections[m](self.features[m]) for m in self.modalities}
+        return projected if self.placement == "features" else self._item_views(projected)
+
+    def _item_views(self, projected: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Each modality's item view: the item IDs purified by its projected features, propagated."""
+        views = {}
         for m in self.modalities:
-            purified = self.item_embedding * self.purifiers[m](self.projections[m](self.features[m]))
+            purified = self.item_embedding * self.purifiers[m](projected[m])
             for _ in range(self.n_item_layers):
                 purified = propagate(purified, *self.item_graphs[m])
-            representations[m] = purified
-        return representations
+            views[m] = purified
+        return views
 
     def _views(self, representations: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """(content, side) over users + items, [n_users + n_items, d] each."""
         ids = tf.concat([self.user_embedding, self.item_embedding], axis=0)
         content = mean_over_layers(ids, self.interactions, self.n_ui_layers)
+        if self.placement == "features":
+            representations = self._item_views(representations)
 
         modal = tf.stack(
             [
@@ -162,4 +186,6 @@ class MGCN(Backbone):
         return {"contrastive": self.cl_weight * contrastive}
 
     def regularization_loss(self, users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors):
-        return self.reg_weight * half_squared_norm_loss(user_vectors, pos_vectors, neg_vectors)
+        return self.reg_weight * half_squared_norm_loss(
+            user_vectors, pos_vectors, neg_vectors, batch_size=self.batch_size
+        )
