@@ -36,6 +36,14 @@ class RunConfig:
     alpha1: float = _setting(0.005, "MRdIB weight of the KL (bottleneck) term")
     alpha2: float = _setting(0.05, "MRdIB weight of the redundancy (MINE mutual information) term")
     alpha3: float = _setting(0.005, "MRdIB weight of the unique (per-modality prediction) term")
+    codes_on_main_path: bool = _setting(
+        True, "the backbone consumes MRdIB's sampled codes z (--no-codes-on-main-path: it keeps h; z feeds only MRdIB's terms)"
+    )
+    initial_sigma: float = _setting(0.1, "MRdIB's initial noise scale, in units of each code dimension's spread")
+    placement: str = _setting(
+        "views", "where MGCN exposes h_m to MRdIB: 'views' (propagated item views) or 'features' (projected features)"
+    )
+    critic_lr: float = _setting(1e-3, "Adam learning rate of MRdIB's mutual-information critics")
     fusion_head: bool = _setting(False, "add a separate MRdIB synergy head (the backbone's loss is the synergy term otherwise)")
     epochs: int = _setting(1000, "maximum number of epochs")
     patience: int = _setting(20, "stop after this many epochs without a better validation metric")

@@ -60,8 +60,7 @@ class Recommender(keras.Model):
         weighted `extra_losses` (MGCN: `contrastive`) and, under MRdIB, the regularizer's raw
         `kl`, `mi_estimate`, `unique`, `synergy` and weighted `mrdib`.
 
-        A row-wise backbone computes, and MRdIB encodes, only the batch's positive and negative item
-        rows; MRdIB's KL is then the mean over those rows instead of over the whole catalogue.
+        A row-wise backbone computes, and MRdIB encodes, only the batch's positive and negative item rows.
         """
         users, pos_items, neg_items = batch["user"], batch["pos_item"], batch["neg_item"]
         if self.backbone.row_wise:
@@ -73,7 +72,7 @@ class Recommender(keras.Model):
         representations = self.backbone.modality_representations(training, items=items)
         bottleneck = None
         if self.regularizer is not None:
-            bottleneck = self.regularizer.encode(representations, training=training)
+            bottleneck = self.regularizer.encode(representations, training, pos_rows, neg_rows)
             representations = bottleneck.codes
         user_table, item_table, views = self.backbone.embeddings_with_views(representations, training, items=items)
         user_vectors = tf.gather(user_table, users)
@@ -87,14 +86,23 @@ class Recommender(keras.Model):
         losses.update(self.backbone.extra_losses(views, users, pos_rows))
         total = tf.add_n([losses[name] for name in losses])
         if bottleneck is not None:
-            auxiliary = dict(
-                self.regularizer.auxiliary_losses(bottleneck, user_vectors, pos_rows, neg_rows)
-            )
+            auxiliary = dict(self.regularizer.auxiliary_losses(bottleneck, users))
             losses["mrdib"] = auxiliary.pop("total")
             losses.update(auxiliary)
             total += losses["mrdib"]
         losses["loss"] = total
         return losses
+
+    @property
+    def critic_variables(self) -> list:
+        """MRdIB's critics' variables (ascend "mi_estimate" with their own optimizer); none when bare."""
+        return self.regularizer.critic_variables if self.regularizer is not None else []
+
+    @property
+    def model_variables(self) -> list:
+        """Every trainable variable except the critics': what descends "loss"."""
+        critics = {id(v) for v in self.critic_variables}
+        return [v for v in self.trainable_variables if id(v) not in critics]
 
     def final_embeddings(self) -> tuple[tf.Tensor, tf.Tensor]:
         """Inference-path `(user_embeddings, item_embeddings)`: MRdIB contributes posterior means."""
@@ -114,7 +122,8 @@ def build_recommender(dataset, config: RunConfig) -> Recommender:
     if config.mrdib:
         require_multimodal(backbone)
         regularizer = MRdIBRegularizer(
-            backbone.modalities, alpha_kl=config.alpha1, alpha_mi=config.alpha2,
-            alpha_unique=config.alpha3, fusion_head=config.fusion_head, seed=config.seed, name="mrdib",
+            backbone.modalities, n_users=backbone.n_users, alpha_kl=config.alpha1, alpha_mi=config.alpha2,
+            alpha_unique=config.alpha3, codes_on_main_path=config.codes_on_main_path,
+            initial_sigma=config.initial_sigma, fusion_head=config.fusion_head, seed=config.seed, name="mrdib",
         )
     return Recommender(backbone, regularizer, name="recommender")

@@ -1,14 +1,15 @@
 """MRdIBRegularizer: MRdIB (arXiv 2509.20225) as a training-time Keras layer around any multimodal backbone.
 
-The layer replaces each modality representation h_m by a code z_m from a variational bottleneck and
+The layer encodes each modality representation h_m with a variational bottleneck q_m(z | h_m) and
 returns the auxiliary losses that split what the codes keep into unique, redundant and synergistic
 information. It knows nothing of any backbone: it sees per-modality item representations, the batch's
-user embeddings and the batch's (positive, negative) item ids.
+user ids, and which rows are the batch's positive and negative items.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -18,62 +19,94 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from mrdib_tf.losses import bpr_loss
-from mrdib_tf.mine import Critic, mine_lower_bound, reverse_gradient
-from mrdib_tf.sampling import standard_normal
+from mrdib_tf.mine import Critic, mine_lower_bound
+from mrdib_tf.sampling import derived_seed, standard_normal
 
 tfd = tfp.distributions
 
-# sigma = softplus(dense(h) - SIGMA_OFFSET) + SIGMA_FLOOR: with the dense zero-initialised, every code
-# starts with scale softplus(-5) + 1e-4 ~= 0.007, so training starts close to the bare backbone, and
-# the floor keeps sigma (and log sigma in the KL) finite however far the dense is pushed down.
-SIGMA_OFFSET = 5.0
+#: sigma (in units of the code's own spread, see `MRdIBRegularizer`) never drops below this, so
+#: log sigma in the KL stays finite however far the sigma head is pushed.
 SIGMA_FLOOR = 1e-4
+#: Keeps the per-dimension spread positive on a constant (dead) code dimension.
+SPREAD_EPSILON = 1e-12
+# Purposes mixed into derived seeds, so no two branches (or runs) share a random stream.
+_NOISE, _MI_SHIFT, _CRITIC_INIT, _HEAD_INIT = range(4)
+#: Width of the fusion head's hidden layer and output.
+FUSION_UNITS = 64
 
 
 @dataclass(frozen=True)
 class Bottleneck:
-    """What `MRdIBRegularizer.encode` produced for one set of representations.
+    """What `MRdIBRegularizer.encode` produced for one step.
 
     Attributes:
-        posteriors: modality -> q_m(z | h_m) over all rows given to `encode`: a diagonal Normal with
-            event shape [d_m] (a point mass at mu_m when `alpha_kl` is 0).
-        codes: modality -> z_m [n, d_m]: a reparameterized sample in training, mu_m at inference.
-        seed: the step's stateless seed ([2] int32) that the sampling used and the MINE shifts derive
-            from; None at inference, where nothing is drawn.
+        codes: modality -> what the backbone consumes, one row per given representation row: the
+            sampled z_m in training (mu_m at inference) when the codes are on the main path, else h_m
+            itself.
+        posteriors: modality -> q_m(z | h_m) on the batch's positive then negative rows (a diagonal
+            Normal, event shape [d_m]); empty when `alpha_kl` is 0.
+        priors: modality -> the matched prior N(c_m, s_m^2) the KL is taken against, same shapes.
+        positives, negatives: modality -> the codes of the batch's positive / negative items, standardised
+            by (c_m, s_m): what the decoders, the critic and the fusion head read.
+        step: the step's counter (int32 scalar) that the noise and the critic's pairing derive from;
+            None at inference.
     """
 
-    posteriors: dict[str, tfd.Distribution]
     codes: dict[str, tf.Tensor]
-    seed: tf.Tensor | None = None
+    posteriors: dict[str, tfd.Distribution]
+    priors: dict[str, tfd.Distribution]
+    positives: dict[str, tf.Tensor]
+    negatives: dict[str, tf.Tensor]
+    step: tf.Tensor | None = None
 
 
-class _PreferenceHead(keras.layers.Layer):
-    """g(z) = z K + c in user space, scored against the user as <u, g(z)> (MRdIB's decoders and fusion head).
+class _Decoder(keras.layers.Layer):
+    """Ranks items for a user from codes alone: <p_u, g(z_i)>, against a user table p of its own.
 
-    Called on a BPR triple at once: <u, z K + c> = <u K^T, z> + <u, c>, so u K^T is computed once for the
-    positive and the negative codes, one matmul where scoring each side separately takes two.
+    MRdIB's unique decoders (g = identity on one modality's code) and its fusion head (g a one-hidden-layer
+    ELU MLP on the concatenated codes, so it can use what only the modalities together tell). The user
+    side is trained only by this head's loss: it carries no other head's or modality's information and
+    sends no gradient into the backbone. Scored on a BPR triple at once; no item bias (it would cancel).
+
+    Args:
+        n_users: rows of the user table.
+        hidden_units: width of g's hidden layer and output; None for g = identity.
+        seed: initialiser seed (seed .. seed + 2).
     """
 
-    def __init__(self, seed: int | None = None, **kwargs) -> None:
+    def __init__(self, n_users: int, hidden_units: int | None = None, seed: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.n_users = n_users
+        self.hidden_units = hidden_units
         self.seed = seed
-
-    def build(self, users_shape: tuple, pos_codes_shape: tuple, neg_codes_shape: tuple) -> None:
-        self.kernel = self.add_weight(
-            shape=(pos_codes_shape[-1], users_shape[-1]),
-            initializer=keras.initializers.GlorotUniform(self.seed),
-            name="kernel",
+        self.transform = (
+            [
+                keras.layers.Dense(hidden_units, "elu", kernel_initializer=self._initializer(1), name="hidden"),
+                keras.layers.Dense(hidden_units, kernel_initializer=self._initializer(2), name="output"),
+            ]
+            if hidden_units
+            else []
         )
-        self.bias = self.add_weight(shape=(users_shape[-1],), initializer="zeros", name="bias")
+
+    def _initializer(self, index: int) -> keras.initializers.Initializer:
+        return keras.initializers.GlorotUniform(None if self.seed is None else self.seed + index)
+
+    def build(self, codes_shape: tuple) -> None:
+        width = codes_shape[-1]
+        for layer in self.transform:
+            layer.build((None, width))
+            width = layer.units
+        self.users = self.add_weight(shape=(self.n_users, width), initializer=self._initializer(0), name="users")
 
     def call(self, users: tf.Tensor, pos_codes: tf.Tensor, neg_codes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(<u_i, g(pos_i)>, <u_i, g(neg_i)>) for every row i."""
-        users_in_code_space = tf.matmul(users, self.kernel, transpose_b=True)
-        user_bias = tf.reduce_sum(users * self.bias, axis=-1)
-        return (
-            tf.reduce_sum(users_in_code_space * pos_codes, axis=-1) + user_bias,
-            tf.reduce_sum(users_in_code_space * neg_codes, axis=-1) + user_bias,
-        )
+        """(<p_u, g(pos)>, <p_u, g(neg)>) for every row of the triple."""
+        preferences = tf.gather(self.users, users)
+        scores = []
+        for codes in (pos_codes, neg_codes):
+            for layer in self.transform:
+                codes = layer(codes)
+            scores.append(tf.reduce_sum(preferences * codes, axis=-1))
+        return scores[0], scores[1]
 
 
 def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
@@ -99,76 +132,70 @@ def _check_weight(name: str, value: float) -> float:
     return float(value)
 
 
-def _fold_seed(seed: tf.Tensor, index: int) -> tf.Tensor:
-    """The index-th branch's seed within a step: `seed` shifted by `index` in its first component.
-
-    `SeedGenerator` advances the second component by one per step, so no two (step, branch) pairs share
-    a seed. An addition rather than `stateless_fold_in`: a hashed seed is a scalar computation that XLA
-    may fuse into, and repeat for, every element of the random tensor it seeds.
-    """
-    return seed + tf.constant([index, 0], dtype=seed.dtype)
+def _spread(codes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-dimension mean and standard deviation of `codes` over its rows, as constants (no gradient)."""
+    mean, variance = tf.nn.moments(tf.stop_gradient(codes), axes=[0])
+    return mean, tf.sqrt(variance + SPREAD_EPSILON)
 
 
-def _standard_normal_like(posterior: tfd.Distribution) -> tfd.Distribution:
-    loc = posterior.distribution.loc
-    return tfd.Independent(tfd.Normal(tf.zeros_like(loc), tf.ones_like(loc)), reinterpreted_batch_ndims=1)
-
-
+@keras.saving.register_keras_serializable(package="mrdib_tf")
 class MRdIBRegularizer(keras.layers.Layer):
     """MRdIB: a variational bottleneck per modality plus unique / redundancy / synergy objectives.
 
-    Per modality m, q_m(z | h_m) = Normal(mu_m(h_m), diag sigma_m(h_m)^2) with mu_m = Dense(d_m)
-    (initialised to the identity, so posterior means start equal to h_m) and sigma_m = softplus(Dense(d_m)(h_m) - 5)
-    + 1e-4 (zero-initialised, so every scale starts at ~0.007). The backbone consumes z_m where it consumed
-    h_m; `auxiliary_losses` returns the rest of the objective.
+    Bottleneck. Per modality m, mu_m = Dense(d_m)(h_m) (initialised to the identity) and
+    q_m(z | h_m) = Normal(mu_m, (s_m sigma_m)^2), diagonal, where (c_m, s_m) are the per-dimension mean
+    and spread of mu_m over the batch's item rows (held constant in the gradient) and
+    sigma_m = sigmoid(Dense(d_m)((mu_m - c_m) / s_m) + b) in (0, 1), starting at `initial_sigma`
+    everywhere. The KL is taken against the matched prior N(c_m, s_m^2): KL(q || p) per dimension is
+    then -log sigma + (sigma^2 + ((mu - c) / s)^2) / 2 - 1/2 whatever the scale of h_m, so one alpha1
+    means the same for VBPR's projections (entries near 1) and MGCN's propagated views (near 0.003):
+    it prices the information the code carries (a signal-to-noise ratio), not its magnitude. L_KL is
+    the KL of the d_m-dimensional posterior (summed over dimensions, nats per item) averaged over the
+    batch's positive and negative item rows, summed over modalities, for every backbone alike.
 
-    The training codes are the reparameterized sample mu_m + sigma_m * eps (what `tfd.Normal.sample`
-    computes), with eps from `mrdib_tf.sampling.standard_normal`: one number per encoded row and code
-    dimension, which TFP's Philox-based sampler draws about eighty times slower under XLA on CPU
-    (`benchmarks/noise_sampling.py`). The posteriors stay TFP distributions and the KL is TFP's.
+    Where z goes. With `codes_on_main_path` (the paper's MIB: the prediction term reads z), the
+    backbone consumes the sampled z_m in training and mu_m at inference. Without it the backbone keeps
+    the clean h_m on its main path and z_m feeds only the auxiliary terms below; the export is then the
+    bare backbone's.
 
-    alpha_kl = 0 means a deterministic encoder, z_m = mu_m(h_m) in training too (the posterior is a point
-    mass): the sigma heads and the sampling exist only to give the KL rate term something to compress, and
-    without that term nothing but noise would be gained (the task loss alone drives sigma to its floor).
-    It also makes all-zero alphas reproduce the bare backbone exactly at initialisation: codes == h_m and
-    "total" == 0, with no dependence on seeds.
+    Unique (alpha_unique): per modality a decoder ranks the batch's items for its user from z_m alone
+    against its own user table (BPR), so each code must keep what its modality alone knows of y.
+    Redundancy (alpha_mi): a critic per modality pair estimates I(z_a; z_b) on the batch's positive
+    items (`mrdib_tf.mine`); the critic ascends the estimate with its own optimizer (see
+    `critic_variables`) while the encoders descend alpha_mi times it through the total loss.
+    Synergy: the backbone's own loss when it predicts from all z_m jointly, or with `fusion_head` a
+    separate head g_f(concat_m z_m) (an MLP) scored against its own user table with BPR (weight 1).
+    The heads read codes standardised by (c_m, s_m), so their losses do not depend on the scale of h_m.
 
-    Sign convention of the redundancy term: "total" contains -alpha_mi * I_hat, where I_hat is computed
-    from `reverse_gradient`-wrapped codes. Descending "total" therefore makes the critics ascend I_hat
-    (tightening the bound) while the encoders receive +alpha_mi * dI_hat/dz and descend it: one loss, one
-    optimizer step. The value of "total" is thus not the paper's L (which has +alpha_mi * I_hat); its
-    gradients are. With Adam the critics' alpha_mi-scaled gradients still move at the full learning rate.
+    Noise: the reparameterized sample mu + s sigma eps draws eps with `mrdib_tf.sampling.standard_normal`
+    (counter-based, fast under XLA on CPU); every modality and every critic pairing has its own stream,
+    derived from (`seed`, branch) and a step counter, so no two branches or seeds share noise. The
+    posteriors and priors are TFP distributions and the KL is TFP's.
 
-    Seeds: `seed` fixes the weight initialisers of the critics and heads and the stream of per-step
-    randomness (reparameterization noise, MINE's marginal shifts). A training `encode` advances
-    `self.seed_generator`, a stateless counter that compiled steps advance, once; every modality's noise
-    and every pair's shift get their own seed folded from that one. None draws it from Keras' global
-    seed. The noise is the same with and without XLA (up to float32 rounding of the normal quantile);
-    MINE's shifts come from TensorFlow's Philox, which XLA and eager implement differently.
-
-    Variables: `encode` creates mu_m and sigma_m; the critics and heads (which need the user width) are
-    created by the first `auxiliary_losses`. Run one step eagerly before building an optimizer over
-    `trainable_variables`; a compiled first step also creates them correctly.
+    alpha_kl = 0 makes the encoder deterministic (z_m = mu_m: no sigma head, no noise). All alphas 0
+    reproduces the bare backbone exactly at initialisation.
 
     Args:
         modalities: two or more modality names, as keys of the representations given to `encode`.
-        alpha_kl: weight of L_KL, the mean over the encoded rows of sum_m KL(q_m || N(0, I)): every
-            item for a graph backbone, the batch's positive and negative items for a row-wise one.
-        alpha_mi: weight of the MINE estimate of sum over modality pairs of I(z_a; z_b).
-        alpha_unique: weight of L_U, sum_m BPR of a per-modality decoder g_m(z_m) against the user.
-        fusion_head: add a separate synergy head g_f(concat_m z_m) scored with BPR (weight 1). Leave off
-            when the backbone predicts from all z_m jointly: its own loss is then the synergy term.
-        critic_units: width of the MINE critics' two hidden layers.
-        seed: see "Seeds" above.
+        n_users: number of users (ids 0..n_users-1): the size of the decoders' user tables.
+        alpha_kl: weight of L_KL (the paper's alpha1).
+        alpha_mi: weight of the estimate of sum over modality pairs of I(z_a; z_b) (alpha2).
+        alpha_unique: weight of L_U = sum_m BPR of decoder m (alpha3).
+        codes_on_main_path: whether the backbone consumes z_m (True) or keeps h_m (False).
+        initial_sigma: sigma_m at initialisation, in units of the code's spread, in (0, 1).
+        fusion_head: add a separate synergy head; leave off when the backbone predicts from all z_m
+            jointly (its own loss is then the synergy term).
+        critic_units: width of the critics' hidden layers.
+        seed: fixes the heads' initial weights and every random stream; None draws one from Python's
+            `random` (seeded by `keras.utils.set_random_seed`).
 
-    Any alpha may be 0 (the paper's ablations): that branch then creates no variables, builds no ops and
-    leaves its key out of `auxiliary_losses`.
+    Any alpha may be 0 (the paper's ablations): that branch then creates no variables and builds no ops.
 
     Example:
-        >>> reg = MRdIBRegularizer(["image", "text"], seed=0)
+        >>> reg = MRdIBRegularizer(["image", "text"], n_users=4, seed=0)
         >>> h = {"image": tf.random.normal([100, 8]), "text": tf.random.normal([100, 8])}
-        >>> bottleneck = reg.encode(h, training=True)
-        >>> losses = reg.auxiliary_losses(bottleneck, tf.random.normal([4, 16]), [0, 1, 2, 3], [4, 5, 6, 7])
+        >>> bottleneck = reg.encode(h, training=True, pos_rows=[0, 1, 2, 3], neg_rows=[4, 5, 6, 7])
+        >>> losses = reg.auxiliary_losses(bottleneck, users=[0, 1, 2, 3])
         >>> sorted(losses)
         ['kl', 'mi_estimate', 'total', 'unique']
     """
@@ -176,9 +203,12 @@ class MRdIBRegularizer(keras.layers.Layer):
     def __init__(
         self,
         modalities: Sequence[str],
+        n_users: int,
         alpha_kl: float = 0.005,
         alpha_mi: float = 0.05,
         alpha_unique: float = 0.005,
+        codes_on_main_path: bool = True,
+        initial_sigma: float = 0.1,
         fusion_head: bool = False,
         critic_units: int = 64,
         seed: int | None = None,
@@ -186,50 +216,66 @@ class MRdIBRegularizer(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.modalities = _check_modalities(modalities)
+        if not isinstance(n_users, int) or n_users < 1:
+            raise ValueError(f"MRdIBRegularizer: n_users must be a positive integer, got {n_users!r}.")
+        self.n_users = n_users
         self.alpha_kl = _check_weight("alpha_kl", alpha_kl)
         self.alpha_mi = _check_weight("alpha_mi", alpha_mi)
         self.alpha_unique = _check_weight("alpha_unique", alpha_unique)
-        if not isinstance(fusion_head, bool):
-            raise ValueError(f"MRdIBRegularizer: fusion_head must be True or False, got {fusion_head!r}.")
+        for name, flag in (("codes_on_main_path", codes_on_main_path), ("fusion_head", fusion_head)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"MRdIBRegularizer: {name} must be True or False, got {flag!r}.")
+        if not isinstance(initial_sigma, (int, float)) or not 0 < initial_sigma < 1:
+            raise ValueError(f"MRdIBRegularizer: initial_sigma must be in (0, 1), got {initial_sigma!r}.")
         if not isinstance(critic_units, int) or critic_units < 1:
             raise ValueError(f"MRdIBRegularizer: critic_units must be a positive integer, got {critic_units!r}.")
+        self.codes_on_main_path = codes_on_main_path
+        self.initial_sigma = float(initial_sigma)
         self.fusion_head = fusion_head
         self.critic_units = critic_units
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._stream_seed = seed if seed is not None else random.randrange(2**31)
+        self.step_counter = keras.random.SeedGenerator(0)  # only its step component is used
 
         self.pairs = tuple(combinations(self.modalities, 2)) if self.alpha_mi > 0 else ()
         self.critics = [
-            Critic(critic_units, seed=self._head_seed(k), name=f"critic_{a}_{b}")
+            Critic(critic_units, seed=self._derived(_CRITIC_INIT, k), name=f"critic_{a}_{b}")
             for k, (a, b) in enumerate(self.pairs)
         ]
         self.decoders = (
             {
-                m: _PreferenceHead(seed=self._head_seed(len(self.pairs) + k), name=f"decoder_{m}")
+                m: _Decoder(n_users, seed=self._derived(_HEAD_INIT, k), name=f"decoder_{m}")
                 for k, m in enumerate(self.modalities)
             }
             if self.alpha_unique > 0
             else {}
         )
         self.fusion = (
-            _PreferenceHead(seed=self._head_seed(len(self.pairs) + len(self.modalities)), name="fusion_head")
+            _Decoder(n_users, FUSION_UNITS, seed=self._derived(_HEAD_INIT, len(self.modalities)), name="fusion_head")
             if fusion_head
             else None
         )
 
-    def _head_seed(self, index: int) -> int | None:
-        """Initialiser seed of the index-th head: its own block of 100 (a Critic uses seed .. seed + 2)."""
-        return None if self.seed is None else self.seed + 100 * (index + 1)
+    def _derived(self, purpose: int, index: int) -> int:
+        """An int31 seed for one branch, hashed from (run seed, purpose, index): no overlap across seeds."""
+        return derived_seed(self._stream_seed, purpose, index)
 
     @property
     def stochastic(self) -> bool:
         """Whether training codes are sampled (alpha_kl > 0) or the posterior means."""
         return self.alpha_kl > 0
 
+    @property
+    def critic_variables(self) -> list[keras.Variable]:
+        """The critics' variables: a training step ascends "mi_estimate" in these with their own optimizer
+        and leaves them out of the step that descends the total loss."""
+        return [v for critic in self.critics for v in critic.trainable_variables]
+
     def build(self, input_shape: Mapping[str, tuple]) -> None:
-        """Creates mu_m (and sigma_m when stochastic) as Dense(d_m) from each representation's width."""
+        """Creates every variable: encoders from each representation's width, then the heads."""
         self._check_keys(input_shape)
         self.mu, self.sigma = {}, {}
+        widths = {}
         for m in self.modalities:
             width = input_shape[m][-1]
             if len(input_shape[m]) != 2 or width is None:
@@ -237,11 +283,21 @@ class MRdIBRegularizer(keras.layers.Layer):
                     f"MRdIBRegularizer: representation '{m}' must be [n_items, d] with a known d, "
                     f"got shape {tuple(input_shape[m])}."
                 )
+            widths[m] = width
             self.mu[m] = keras.layers.Dense(width, kernel_initializer="identity", name=f"mu_{m}")
             self.mu[m].build((None, width))
             if self.stochastic:
-                self.sigma[m] = keras.layers.Dense(width, kernel_initializer="zeros", name=f"sigma_{m}")
+                self.sigma[m] = keras.layers.Dense(
+                    width, kernel_initializer="zeros",
+                    bias_initializer=keras.initializers.Constant(_logit(self.initial_sigma)), name=f"sigma_{m}",
+                )
                 self.sigma[m].build((None, width))
+        for critic, (a, b) in zip(self.critics, self.pairs):
+            critic.build((None, widths[a]), (None, widths[b]))
+        for m, decoder in self.decoders.items():
+            decoder.build((None, widths[m]))
+        if self.fusion is not None:
+            self.fusion.build((None, sum(widths.values())))
 
     def _check_keys(self, representations: Mapping) -> None:
         missing = [m for m in self.modalities if m not in representations]
@@ -252,106 +308,125 @@ class MRdIBRegularizer(keras.layers.Layer):
                 f"missing {missing}, unexpected {extra}."
             )
 
-    def _next_seed(self) -> tf.Tensor:
-        """A fresh stateless int32 seed of shape [2] from `seed_generator`."""
-        return tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max), tf.int32)
+    def _stream(self, purpose: int, index: int, step: tf.Tensor) -> tf.Tensor:
+        """The stateless int32 [2] seed of one branch at one step."""
+        return tf.stack([tf.constant(self._derived(purpose, index), tf.int32), step])
 
-    def encode(self, representations: Mapping[str, tf.Tensor], training: bool) -> Bottleneck:
-        """q_m(z | h_m) for every row of every modality, and the codes the backbone should consume.
+    def encode(
+        self,
+        representations: Mapping[str, tf.Tensor],
+        training: bool,
+        pos_rows: tf.Tensor,
+        neg_rows: tf.Tensor,
+    ) -> Bottleneck:
+        """The codes the backbone should consume, and what the auxiliary terms need for one batch.
 
         Args:
-            representations: modality -> h_m [n_items, d_m].
-            training: a Python bool; True samples z_m (when stochastic), False returns mu_m.
+            representations: modality -> h_m [n, d_m]: every item, or (for a backbone that computes
+                only the batch's rows) just those.
+            training: a Python bool; True samples z_m (when stochastic), False uses mu_m.
+            pos_rows, neg_rows: [b] rows of `representations` holding the batch's positive and
+                negative items.
         """
         self._check_keys(representations)
         if not self.built:
             self.build({m: tuple(representations[m].shape) for m in self.modalities})
-        seed = self._next_seed() if training and (self.stochastic or self.pairs) else None
-        posteriors, codes = {}, {}
+        rows = tf.concat([pos_rows, neg_rows], axis=0)
+        batch_size = tf.shape(pos_rows)[0]
+        step = self._next_step() if training and (self.stochastic or self.pairs) else None
+        codes, posteriors, priors, positives, negatives = {}, {}, {}, {}, {}
         for index, m in enumerate(self.modalities):
-            h = representations[m]
+            # On the main path every row is encoded (the backbone may mix items); off it, the batch's only.
+            h = representations[m] if self.codes_on_main_path else tf.gather(representations[m], rows)
             mu = self.mu[m](h)
+            mu_rows = tf.gather(mu, rows) if self.codes_on_main_path else mu
+            center, spread = _spread(mu_rows)
+            z = mu
             if self.stochastic:
-                sigma = tf.math.softplus(self.sigma[m](h) - SIGMA_OFFSET) + SIGMA_FLOOR
-                posteriors[m] = tfd.Independent(tfd.Normal(mu, sigma), reinterpreted_batch_ndims=1)
-                codes[m] = mu + sigma * standard_normal(tf.shape(mu), _fold_seed(seed, index)) if training else mu
-            else:
-                posteriors[m] = tfd.VectorDeterministic(mu)
-                codes[m] = mu
-        return Bottleneck(posteriors=posteriors, codes=codes, seed=seed)
+                sigma = SIGMA_FLOOR + (1.0 - SIGMA_FLOOR) * tf.sigmoid(self.sigma[m]((mu - center) / spread))
+                scale = spread * sigma
+                sigma_rows = tf.gather(scale, rows) if self.codes_on_main_path else scale
+                posteriors[m] = tfd.Independent(tfd.Normal(mu_rows, sigma_rows), reinterpreted_batch_ndims=1)
+                priors[m] = tfd.Independent(
+                    tfd.Normal(center + tf.zeros_like(mu_rows), spread + tf.zeros_like(mu_rows)),
+                    reinterpreted_batch_ndims=1,
+                )
+                if training:
+                    z = mu + scale * standard_normal(tf.shape(mu), self._stream(_NOISE, index, step))
+            z_rows = tf.gather(z, rows) if self.codes_on_main_path else z
+            standardized = (z_rows - center) / spread
+            positives[m], negatives[m] = standardized[:batch_size], standardized[batch_size:]
+            codes[m] = z if self.codes_on_main_path else tf.convert_to_tensor(representations[m])
+        return Bottleneck(codes, posteriors, priors, positives, negatives, step)
+
+    def _next_step(self) -> tf.Tensor:
+        """This training step's counter: the step component of `step_counter`, advanced by one."""
+        return tf.cast(tf.math.floormod(self.step_counter.next()[1], tf.int32.max), tf.int32)
 
     def call(self, representations: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
-        """The codes only: posterior means at inference, which is all an exported model keeps."""
-        return self.encode(representations, training=training).codes
+        """The inference path: posterior means on the main path (or h_m unchanged), all an export keeps."""
+        self._check_keys(representations)
+        if not self.built:
+            self.build({m: tuple(representations[m].shape) for m in self.modalities})
+        if not self.codes_on_main_path:
+            return {m: tf.convert_to_tensor(representations[m]) for m in self.modalities}
+        return {m: self.mu[m](representations[m]) for m in self.modalities}
 
-    def auxiliary_losses(
-        self,
-        bottleneck: Bottleneck,
-        user_embeddings: tf.Tensor,
-        pos_items: tf.Tensor,
-        neg_items: tf.Tensor,
-    ) -> dict[str, tf.Tensor]:
+    def auxiliary_losses(self, bottleneck: Bottleneck, users: tf.Tensor) -> dict[str, tf.Tensor]:
         """The raw enabled terms ("kl", "mi_estimate", "unique", "synergy") and their weighted "total".
 
         Args:
             bottleneck: what `encode` returned for this step.
-            user_embeddings: [b, du] the batch's users, in the space the backbone scores in.
-            pos_items, neg_items: [b] rows of the encoded representations (item ids when every item
-                was encoded) of the BPR triples.
+            users: [b] the batch's user ids (the heads' own user tables are indexed by them).
 
-        "total" = alpha_kl * kl - alpha_mi * mi_estimate (gradient-reversed, see the class docstring)
-        + alpha_unique * unique + synergy; exactly 0.0 when nothing is enabled.
+        "total" = alpha_kl * kl + alpha_mi * mi_estimate + alpha_unique * unique + synergy: the paper's
+        L without the backbone's own loss; exactly 0.0 when nothing is enabled. The critics' variables
+        take the opposite direction on "mi_estimate" (see `critic_variables`).
         """
-        with keras.name_scope(self.name, caller=self):  # heads built here get paths under this layer's
-            return self._auxiliary_losses(bottleneck, user_embeddings, pos_items, neg_items)
-
-    def _auxiliary_losses(
-        self, bottleneck: Bottleneck, user_embeddings: tf.Tensor, pos_items: tf.Tensor, neg_items: tf.Tensor
-    ) -> dict[str, tf.Tensor]:
-        losses: dict[str, tf.Tensor] = {}
-        terms: list[tf.Tensor] = []
-        if self.stochastic:
-            losses["kl"] = tf.add_n([
-                tf.reduce_mean(tfd.kl_divergence(q, _standard_normal_like(q)))
-                for q in bottleneck.posteriors.values()
-            ])
-            terms.append(self.alpha_kl * losses["kl"])
-        if self.pairs or self.decoders or self.fusion is not None:
-            pos_codes = {m: tf.gather(bottleneck.codes[m], pos_items) for m in self.modalities}
-        if self.pairs:
-            # an inference-time bottleneck drew no seed; the shifts then take a fresh one
-            seed = bottleneck.seed if bottleneck.seed is not None else self._next_seed()
-            reversed_codes = {m: reverse_gradient(z) for m, z in pos_codes.items()}
-            losses["mi_estimate"] = tf.add_n([
-                mine_lower_bound(
-                    critic, reversed_codes[a], reversed_codes[b], _fold_seed(seed, len(self.modalities) + k)
-                )
-                for k, (critic, (a, b)) in enumerate(zip(self.critics, self.pairs))
-            ])
-            terms.append(-self.alpha_mi * losses["mi_estimate"])
-        if self.decoders or self.fusion is not None:
-            neg_codes = {m: tf.gather(bottleneck.codes[m], neg_items) for m in self.modalities}
-        if self.decoders:
-            losses["unique"] = tf.add_n([
-                bpr_loss(*head(user_embeddings, pos_codes[m], neg_codes[m])) for m, head in self.decoders.items()
-            ])
-            terms.append(self.alpha_unique * losses["unique"])
-        if self.fusion is not None:
-            fused_pos = tf.concat([pos_codes[m] for m in self.modalities], axis=-1)
-            fused_neg = tf.concat([neg_codes[m] for m in self.modalities], axis=-1)
-            losses["synergy"] = bpr_loss(*self.fusion(user_embeddings, fused_pos, fused_neg))
-            terms.append(losses["synergy"])
-        losses["total"] = tf.add_n(terms) if terms else tf.zeros([], dtype=user_embeddings.dtype)
-        return losses
+        with keras.name_scope(self.name, caller=self):
+            losses: dict[str, tf.Tensor] = {}
+            if self.stochastic:
+                losses["kl"] = tf.add_n([
+                    tf.reduce_mean(tfd.kl_divergence(q, bottleneck.priors[m])) for m, q in bottleneck.posteriors.items()
+                ])
+            if self.pairs:
+                step = bottleneck.step if bottleneck.step is not None else self._next_step()
+                losses["mi_estimate"] = tf.add_n([
+                    mine_lower_bound(
+                        critic, bottleneck.positives[a], bottleneck.positives[b], self._stream(_MI_SHIFT, k, step)
+                    )
+                    for k, (critic, (a, b)) in enumerate(zip(self.critics, self.pairs))
+                ])
+            if self.decoders:
+                losses["unique"] = tf.add_n([
+                    bpr_loss(*decoder(users, bottleneck.positives[m], bottleneck.negatives[m]))
+                    for m, decoder in self.decoders.items()
+                ])
+            if self.fusion is not None:
+                fused_pos = tf.concat([bottleneck.positives[m] for m in self.modalities], axis=-1)
+                fused_neg = tf.concat([bottleneck.negatives[m] for m in self.modalities], axis=-1)
+                losses["synergy"] = bpr_loss(*self.fusion(users, fused_pos, fused_neg))
+            weights = {"kl": self.alpha_kl, "mi_estimate": self.alpha_mi, "unique": self.alpha_unique,
+                       "synergy": 1.0}
+            terms = [weights[name] * value for name, value in losses.items()]
+            losses["total"] = tf.add_n(terms) if terms else tf.zeros([], dtype=self.compute_dtype)
+            return losses
 
     def get_config(self) -> dict:
         return {
             **super().get_config(),
             "modalities": list(self.modalities),
+            "n_users": self.n_users,
             "alpha_kl": self.alpha_kl,
             "alpha_mi": self.alpha_mi,
             "alpha_unique": self.alpha_unique,
+            "codes_on_main_path": self.codes_on_main_path,
+            "initial_sigma": self.initial_sigma,
             "fusion_head": self.fusion_head,
             "critic_units": self.critic_units,
             "seed": self.seed,
         }
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))

@@ -21,6 +21,14 @@ import tensorflow as tf
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's Weyl increment: 2^64 / golden ratio, made odd
 
 
+def derived_seed(*values: int) -> int:
+    """A non-negative int32 seed hashed from integers such as (run seed, purpose, index).
+
+    Hashed, not added: seed + index would give run seed 1000's first stream to run seed 999's second.
+    """
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, np.uint32)[0] >> 1)
+
+
 def _mix64(z: tf.Tensor) -> tf.Tensor:
     """SplitMix64's output function (Stafford's "Mix13" variant of MurmurHash3's 64-bit finalizer)."""
     z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

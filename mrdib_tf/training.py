@@ -48,8 +48,8 @@ def write_atomically(path: Path, data: bytes) -> None:
 class WeightSnapshot:
     """The trainable weights of a model at one moment, restorable and storable as `.npz`.
 
-    Only trainable variables are kept: frozen tables (features, graph edges) are rebuilt from the
-    dataset, which keeps checkpoints small on 4096-d feature sets.
+    Only trainable variables are kept: frozen tables (features read as they are, graph edges) are
+    rebuilt from the dataset. Feature tables that a backbone fine-tunes (MGCN's) are trainable and kept.
     """
 
     def __init__(self, values: list[np.ndarray], names: list[str]):
@@ -111,6 +111,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.verbose = verbose
         self.optimizer = keras.optimizers.Adam(learning_rate=config.lr)
+        self.critic_optimizer = keras.optimizers.Adam(learning_rate=config.critic_lr)
         self.valid_evaluator = FullRankingEvaluator(
             dataset.train, dataset.valid, batch_users=config.eval_batch_users
         )
@@ -121,17 +122,24 @@ class Trainer:
         self._embed = tf.function(model.final_embeddings, jit_compile=config.jit_compile)
 
     def _step(self, batch: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        with tf.GradientTape() as tape:
+        """One step of MRdIB's min-max: the model descends "loss" (which holds +alpha2 * the MI estimate),
+        the critics ascend the estimate with their own optimizer, both from the same forward pass."""
+        critics = self.model.critic_variables
+        with tf.GradientTape(persistent=bool(critics)) as tape:
             losses = self.model.compute_losses(batch, training=True)
-        variables = self.model.trainable_variables
-        gradients = tape.gradient(losses["loss"], variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+            critic_loss = -losses["mi_estimate"] if critics else None
+        variables = self.model.model_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(losses["loss"], variables), variables))
+        if critics:
+            self.critic_optimizer.apply_gradients(zip(tape.gradient(critic_loss, critics), critics))
         return losses
 
     def build(self) -> None:
         """Creates every variable eagerly, so compiled steps never create state."""
         self.model.compute_losses(next(self.batch_stream()), training=True)
-        self.optimizer.build(self.model.trainable_variables)
+        self.optimizer.build(self.model.model_variables)
+        if self.model.critic_variables:
+            self.critic_optimizer.build(self.model.critic_variables)
 
     def batch_stream(self, first_epoch: int = 0) -> Iterator[Mapping[str, tf.Tensor]]:
         """One iterator over every epoch's batches, so the input pipeline is built once per run."""

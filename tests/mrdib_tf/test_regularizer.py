@@ -1,45 +1,49 @@
-"""MRdIBRegularizer: bottleneck, KL, unique and synergy heads, the MINE branch's gradient reversal, the
-alpha-0 ablations and XLA compilation, each checked against numbers computed here in numpy."""
+"""MRdIBRegularizer: the calibrated bottleneck, its KL against the closed form, the heads, the critics' min-max,
+independent random streams, the alpha-0 ablations and XLA, each checked against numbers computed here in numpy."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import keras
 
-from mrdib_tf.regularizer import SIGMA_FLOOR, SIGMA_OFFSET, MRdIBRegularizer
+from mrdib_tf.regularizer import FUSION_UNITS, SIGMA_FLOOR, SPREAD_EPSILON, MRdIBRegularizer
 
 DIMS = {"image": 6, "text": 4}
-N_ITEMS, N_USERS_DIM = 30, 5
+N_ITEMS, N_USERS = 30, 7
+POS, NEG = np.array([1, 4, 4, 9, 12, 20, 3, 0]), np.array([2, 5, 8, 8, 29, 11, 17, 6])
+USERS = np.array([0, 1, 2, 3, 4, 5, 6, 0])
 
 
-def _softplus(x):
-    return np.logaddexp(0.0, x)
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _bpr(pos, neg):
-    return np.mean(-np.log(1.0 / (1.0 + np.exp(-(pos - neg)))))
+    return np.mean(np.logaddexp(0.0, neg - pos))
 
 
-def _representations(n=N_ITEMS, seed=0):
+def _representations(n=N_ITEMS, seed=0, scale=1.0):
     rng = np.random.default_rng(seed)
-    return {m: rng.normal(size=(n, d)).astype(np.float32) for m, d in DIMS.items()}
+    return {m: (scale * rng.normal(loc=0.5, size=(n, d))).astype(np.float32) for m, d in DIMS.items()}
 
 
-def _batch(seed=1, size=8):
-    rng = np.random.default_rng(seed)
-    users = rng.normal(size=(size, N_USERS_DIM)).astype(np.float32)
-    pos = rng.integers(0, N_ITEMS, size=size)
-    neg = rng.integers(0, N_ITEMS, size=size)
-    return users, pos, neg
+def _make(**kwargs):
+    return MRdIBRegularizer(list(DIMS), n_users=N_USERS, **{"seed": 0, **kwargs})
+
+
+def _built(**kwargs):
+    reg = _make(**kwargs)
+    reg.encode(_representations(), False, POS, NEG)
+    return reg
 
 
 def _randomize_encoders(reg, seed=2):
-    """Random mu and sigma weights (returned), so the checks do not lean on the identity/zero init."""
+    """Random mu and sigma weights (returned), so the checks do not lean on the identity/constant init."""
     rng = np.random.default_rng(seed)
     weights = {}
     for m, d in DIMS.items():
         mu = [rng.normal(size=(d, d)).astype(np.float32) * 0.5, rng.normal(size=d).astype(np.float32)]
-        sigma = [rng.normal(size=(d, d)).astype(np.float32) * 0.5, rng.normal(size=d).astype(np.float32) + 4.0]
+        sigma = [rng.normal(size=(d, d)).astype(np.float32) * 0.5, rng.normal(size=d).astype(np.float32)]
         reg.mu[m].set_weights(mu)
         if reg.stochastic:
             reg.sigma[m].set_weights(sigma)
@@ -47,15 +51,17 @@ def _randomize_encoders(reg, seed=2):
     return weights
 
 
-def _numpy_posterior(h, weights):
+def _numpy_bottleneck(h, weights, rows):
+    """mu over every row; (center, spread) over `rows`; sigma in spread units and the absolute scale."""
     (mu_w, mu_b), (sigma_w, sigma_b) = weights
-    return h @ mu_w + mu_b, _softplus(h @ sigma_w + sigma_b - SIGMA_OFFSET) + SIGMA_FLOOR
+    mu = h.astype(np.float64) @ mu_w + mu_b
+    center = mu[rows].mean(axis=0)
+    spread = np.sqrt(mu[rows].var(axis=0) + SPREAD_EPSILON)
+    sigma = SIGMA_FLOOR + (1 - SIGMA_FLOOR) * _sigmoid(((mu - center) / spread) @ sigma_w + sigma_b)
+    return mu, center, spread, sigma
 
 
-def _built(**kwargs):
-    reg = MRdIBRegularizer(list(DIMS), seed=0, **kwargs)
-    reg.encode(_representations(), training=False)
-    return reg
+ROWS = np.concatenate([POS, NEG])
 
 
 # ---- construction ----------------------------------------------------------------------------------
@@ -64,7 +70,7 @@ def _built(**kwargs):
 @pytest.mark.parametrize("modalities", [["image"], []])
 def test_fewer_than_two_modalities_is_a_value_error(modalities):
     with pytest.raises(ValueError, match=r"at least two modalities.*got %d" % len(modalities)):
-        MRdIBRegularizer(modalities)
+        MRdIBRegularizer(modalities, n_users=3)
 
 
 @pytest.mark.parametrize(
@@ -73,126 +79,192 @@ def test_fewer_than_two_modalities_is_a_value_error(modalities):
         ({"modalities": "image"}, "sequence of names"),
         ({"modalities": ["image", "image"]}, "unique"),
         ({"modalities": ["image", "a/b"]}, "no '/'"),
-        ({"modalities": ["image", "text"], "alpha_kl": -0.1}, "alpha_kl must be a finite number >= 0"),
-        ({"modalities": ["image", "text"], "alpha_mi": float("nan")}, "alpha_mi"),
-        ({"modalities": ["image", "text"], "critic_units": 0}, "critic_units"),
+        ({"alpha_kl": -0.1}, "alpha_kl must be a finite number >= 0"),
+        ({"alpha_mi": float("nan")}, "alpha_mi"),
+        ({"critic_units": 0}, "critic_units"),
+        ({"n_users": 0}, "n_users must be a positive integer"),
+        ({"initial_sigma": 1.0}, r"initial_sigma must be in \(0, 1\)"),
+        ({"codes_on_main_path": "yes"}, "codes_on_main_path must be True or False"),
     ],
 )
 def test_invalid_arguments_are_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        MRdIBRegularizer(**kwargs)
+        MRdIBRegularizer(**{"modalities": ["image", "text"], "n_users": 3, **kwargs})
 
 
 def test_representations_must_match_the_modalities():
-    reg = MRdIBRegularizer(["image", "text"])
+    reg = MRdIBRegularizer(["image", "text"], n_users=3)
     with pytest.raises(ValueError, match=r"missing \['text'\], unexpected \['audio'\]"):
-        reg.encode({"image": np.zeros((3, 2), np.float32), "audio": np.zeros((3, 2), np.float32)}, training=False)
+        reg({"image": np.zeros((3, 2), np.float32), "audio": np.zeros((3, 2), np.float32)})
 
 
 def test_get_config_round_trips():
-    reg = MRdIBRegularizer(["image", "text"], alpha_kl=0.01, alpha_mi=0.0, alpha_unique=0.02,
-                           fusion_head=True, critic_units=16, seed=7, name="m")
+    reg = _make(alpha_kl=0.01, alpha_mi=0.0, alpha_unique=0.02, codes_on_main_path=False, initial_sigma=0.3,
+                fusion_head=True, critic_units=16, seed=7, name="m")
     clone = MRdIBRegularizer.from_config(reg.get_config())
     assert clone.get_config() == reg.get_config()
-    assert clone.modalities == ("image", "text") and clone.seed == 7 and clone.fusion_head
+    assert clone.modalities == ("image", "text") and clone.n_users == N_USERS and not clone.codes_on_main_path
+
+
+def test_every_variable_is_created_by_build():
+    reg = _make(alpha_kl=0.1, alpha_mi=0.1, alpha_unique=0.1, fusion_head=True)
+    reg.build({m: (N_ITEMS, d) for m, d in DIMS.items()})
+    paths = sorted(v.path.split("/", 1)[1] for v in reg.weights)
+    before = len(paths)
+    reg.auxiliary_losses(reg.encode(_representations(), True, POS, NEG), USERS)
+    assert len(reg.weights) == before  # nothing more appears on the first training call
+    assert {"critic_image_text", "decoder_image", "decoder_text", "fusion_head", "mu_image", "sigma_text"} <= {
+        p.split("/")[0] for p in paths
+    }
+    assert tuple(reg.decoders["text"].users.shape) == (N_USERS, DIMS["text"])
 
 
 # ---- bottleneck --------------------------------------------------------------------------------------
 
 
-def test_initial_codes_are_the_representations_and_scales_are_small():
-    reg = MRdIBRegularizer(list(DIMS), seed=0)
+def test_initial_means_are_the_representations_and_sigma_starts_at_initial_sigma_of_the_spread():
+    reg = _make(initial_sigma=0.25)
     h = _representations()
-    bottleneck = reg.encode(h, training=False)
+    bottleneck = reg.encode(h, False, POS, NEG)
     for m in DIMS:
         np.testing.assert_array_equal(bottleneck.codes[m].numpy(), h[m])
-        np.testing.assert_allclose(bottleneck.posteriors[m].stddev().numpy(), _softplus(-5.0) + 1e-4, rtol=1e-5)
+        spread = np.sqrt(h[m][ROWS].astype(np.float64).var(axis=0) + SPREAD_EPSILON)
+        want = (SIGMA_FLOOR + (1 - SIGMA_FLOOR) * 0.25) * spread
+        np.testing.assert_allclose(bottleneck.posteriors[m].stddev().numpy(), np.broadcast_to(want, (16, DIMS[m])),
+                                   rtol=1e-5)
 
 
 def test_inference_codes_are_the_posterior_means_deterministically():
     reg = _built()
     weights = _randomize_encoders(reg)
     h = _representations()
-    first, second = reg(h, training=False), reg(h, training=False)
+    first, second = reg(h), reg(h)
     for m in DIMS:
-        mu, _ = _numpy_posterior(h[m], weights[m])
+        mu = _numpy_bottleneck(h[m], weights[m], ROWS)[0]
         np.testing.assert_allclose(first[m].numpy(), mu, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(first[m].numpy(), second[m].numpy())
+
+
+def test_off_the_main_path_the_backbone_keeps_h_and_only_the_batch_rows_are_encoded():
+    reg = _make(codes_on_main_path=False, alpha_unique=0.1)
+    h = _representations()
+    bottleneck = reg.encode(h, True, POS, NEG)
+    for m in DIMS:
+        np.testing.assert_array_equal(bottleneck.codes[m].numpy(), h[m])
+        np.testing.assert_array_equal(reg(h)[m].numpy(), h[m])
+        assert bottleneck.posteriors[m].batch_shape == (len(ROWS),)
+        assert tuple(bottleneck.positives[m].shape) == (len(POS), DIMS[m])
 
 
 def test_training_codes_are_fresh_reparameterized_samples():
     reg = _built()
     weights = _randomize_encoders(reg)
     h = _representations(n=2000)
-    first, second = reg.encode(h, training=True), reg.encode(h, training=True)
+    pos, neg = np.arange(1000), np.arange(1000, 2000)
+    first, second = reg.encode(h, True, pos, neg), reg.encode(h, True, pos, neg)
     for m in DIMS:
-        mu, sigma = _numpy_posterior(h[m], weights[m])
-        eps_1 = (first.codes[m].numpy() - mu) / sigma
-        eps_2 = (second.codes[m].numpy() - mu) / sigma
-        # 2000 x d standard normals: mean within ~4 standard errors of 0, std within 3% of 1.
-        tolerance = 4.0 / np.sqrt(eps_1.size)
+        mu, _, spread, sigma = _numpy_bottleneck(h[m], weights[m], np.arange(2000))
+        eps_1 = (first.codes[m].numpy() - mu) / (spread * sigma)
+        eps_2 = (second.codes[m].numpy() - mu) / (spread * sigma)
+        tolerance = 4.0 / np.sqrt(eps_1.size)  # 2000 x d standard normals: mean within ~4 standard errors
         assert abs(eps_1.mean()) < tolerance and abs(eps_2.mean()) < tolerance
         assert abs(eps_1.std() - 1.0) < 0.03 and abs(eps_2.std() - 1.0) < 0.03
         assert abs(np.corrcoef(eps_1.ravel(), eps_2.ravel())[0, 1]) < tolerance
 
 
-def test_training_codes_carry_gradients_to_mu_and_sigma():
-    reg = _built()
-    h = _representations()
-    with tf.GradientTape() as tape:
-        loss = tf.add_n([tf.reduce_sum(z**2) for z in reg.encode(h, training=True).codes.values()])
-    grads = tape.gradient(loss, [reg.mu["image"].kernel, reg.sigma["image"].kernel])
-    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+def _noise(seed: int, modality: str, n: int = 400) -> np.ndarray:
+    """The standardised noise the layer draws for `modality` on its first training step with `seed`."""
+    reg = MRdIBRegularizer(["a", "b"], n_users=2, seed=seed)
+    h = {m: np.zeros((n, 4), np.float32) + np.arange(n, dtype=np.float32)[:, None] for m in ("a", "b")}
+    rows = np.arange(n)
+    bottleneck = reg.encode(h, True, rows[: n // 2], rows[n // 2 :])
+    return (bottleneck.codes[modality].numpy() - h[modality]) / bottleneck.posteriors[modality].stddev().numpy()
 
 
-def test_seed_fixes_the_samples():
-    h = _representations()
-    codes = [MRdIBRegularizer(list(DIMS), seed=s)(h, training=True)["text"].numpy() for s in (3, 3, 4)]
-    np.testing.assert_array_equal(codes[0], codes[1])
-    assert not np.array_equal(codes[0], codes[2])
+def test_every_seed_and_modality_has_its_own_noise_stream():
+    draws = {(s, m): _noise(s, m) for s in (999, 1000, 1001) for m in ("a", "b")}
+    np.testing.assert_array_equal(_noise(999, "a"), draws[(999, "a")])  # a seed fixes its noise
+    keys = list(draws)
+    for i, first in enumerate(keys):
+        for second in keys[i + 1 :]:
+            correlation = np.corrcoef(draws[first].ravel(), draws[second].ravel())[0, 1]
+            assert abs(correlation) < 4 / np.sqrt(draws[first].size), (first, second, correlation)
 
 
 # ---- losses ------------------------------------------------------------------------------------------
 
 
-def test_kl_is_the_closed_form_mean_over_items_summed_over_modalities():
-    reg = _built(alpha_mi=0.0, alpha_unique=0.0)
+@pytest.mark.parametrize("on_main_path", [True, False])
+def test_kl_is_the_closed_form_against_the_matched_prior_over_the_batch_rows(on_main_path):
+    reg = _built(alpha_mi=0.0, alpha_unique=0.0, codes_on_main_path=on_main_path)
     weights = _randomize_encoders(reg)
     h = _representations()
-    losses = reg.auxiliary_losses(reg.encode(h, training=True), *_batch())
+    losses = reg.auxiliary_losses(reg.encode(h, True, POS, NEG), USERS)
     expected = 0.0
     for m in DIMS:
-        mu, sigma = _numpy_posterior(h[m].astype(np.float64), weights[m])
-        expected += np.mean(0.5 * np.sum(mu**2 + sigma**2 - 1.0 - 2.0 * np.log(sigma), axis=1))
-    np.testing.assert_allclose(float(losses["kl"]), expected, rtol=1e-5)
-    np.testing.assert_allclose(float(losses["total"]), 0.005 * expected, rtol=1e-5)
+        # off the main path only the batch rows are encoded: the same numbers, computed on those rows
+        mu, center, spread, sigma = _numpy_bottleneck(h[m], weights[m], ROWS)
+        standardized = (mu[ROWS] - center) / spread
+        per_dimension = -np.log(sigma[ROWS]) + (sigma[ROWS] ** 2 + standardized**2) / 2 - 0.5
+        expected += per_dimension.sum(axis=1).mean()
+    np.testing.assert_allclose(float(losses["kl"]), expected, rtol=1e-4)
+    np.testing.assert_allclose(float(losses["total"]), 0.005 * expected, rtol=1e-4)
 
 
-def test_unique_and_synergy_are_bpr_of_the_heads_against_the_user():
+def test_kl_does_not_depend_on_the_scale_of_the_representations():
+    reg = _make(alpha_mi=0.0, alpha_unique=0.0)
+    kl = [float(reg.auxiliary_losses(reg.encode(_representations(scale=s), True, POS, NEG), USERS)["kl"])
+          for s in (1.0, 0.003)]
+    np.testing.assert_allclose(kl[1], kl[0], rtol=1e-4)
+    sigma = SIGMA_FLOOR + (1 - SIGMA_FLOOR) * 0.1  # at initialisation: mean standardised mu^2 is exactly 1
+    np.testing.assert_allclose(kl[0], sum(DIMS.values()) * (-np.log(sigma) + sigma**2 / 2), rtol=1e-4)
+
+
+def test_unique_and_synergy_are_bpr_of_the_heads_on_standardised_codes_against_their_own_users():
     reg = _built(alpha_kl=0.0, alpha_mi=0.0, alpha_unique=0.3, fusion_head=True)
     weights = _randomize_encoders(reg)
     h = _representations()
-    users, pos, neg = _batch()
-    losses = reg.auxiliary_losses(reg.encode(h, training=True), users, pos, neg)
-    codes = {m: _numpy_posterior(h[m], weights[m])[0] for m in DIMS}
+    losses = reg.auxiliary_losses(reg.encode(h, True, POS, NEG), USERS)
+    codes = {}
+    for m in DIMS:
+        mu, center, spread, _ = _numpy_bottleneck(h[m], weights[m], ROWS)
+        codes[m] = (mu - center) / spread
 
-    def head_bpr(head, z):
-        kernel, bias = (v.numpy() for v in head.weights)
-        score = lambda rows: np.sum(users * (z[rows] @ kernel + bias), axis=1)
-        return _bpr(score(pos), score(neg))
+    def head_bpr(head, z, transform=lambda x: x):
+        users = head.users.numpy()[USERS]
+        return _bpr(np.sum(users * transform(z[POS]), axis=1), np.sum(users * transform(z[NEG]), axis=1))
+
+    def fusion_mlp(x):
+        (w1, b1), (w2, b2) = ([v.numpy() for v in layer.weights] for layer in reg.fusion.transform)
+        hidden = x @ w1 + b1
+        return np.where(hidden > 0, hidden, np.expm1(np.minimum(hidden, 0))) @ w2 + b2
 
     unique = sum(head_bpr(reg.decoders[m], codes[m]) for m in DIMS)
-    synergy = head_bpr(reg.fusion, np.concatenate([codes[m] for m in DIMS], axis=1))
-    np.testing.assert_allclose(float(losses["unique"]), unique, rtol=1e-5)
-    np.testing.assert_allclose(float(losses["synergy"]), synergy, rtol=1e-5)
-    np.testing.assert_allclose(float(losses["total"]), 0.3 * unique + synergy, rtol=1e-5)
+    synergy = head_bpr(reg.fusion, np.concatenate([codes[m] for m in DIMS], axis=1), fusion_mlp)
+    assert reg.fusion.users.shape[-1] == FUSION_UNITS
+    np.testing.assert_allclose(float(losses["unique"]), unique, rtol=1e-4)
+    np.testing.assert_allclose(float(losses["synergy"]), synergy, rtol=1e-4)
+    np.testing.assert_allclose(float(losses["total"]), 0.3 * unique + synergy, rtol=1e-4)
 
 
-def test_total_weighs_every_enabled_term_with_the_mi_sign_convention():
+def test_a_decoder_reads_its_own_modality_only():
+    reg = _make(alpha_kl=0.0, alpha_mi=0.0, alpha_unique=1.0)
+    h = {m: tf.constant(x) for m, x in _representations().items()}
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(list(h.values()))
+        bottleneck = reg.encode(h, True, POS, NEG)
+        image_only = tf.add_n([tf.reduce_sum(bottleneck.positives["image"]), tf.reduce_sum(reg.decoders["image"](
+            USERS, bottleneck.positives["image"], bottleneck.negatives["image"])[0])])
+    assert tape.gradient(image_only, h["text"]) is None
+    assert float(tf.reduce_max(tf.abs(tape.gradient(image_only, h["image"])))) > 0
+
+
+def test_total_weighs_every_enabled_term():
     reg = _built(alpha_kl=0.1, alpha_mi=0.2, alpha_unique=0.3, fusion_head=True)
-    losses = {k: float(v) for k, v in reg.auxiliary_losses(reg.encode(_representations(), True), *_batch()).items()}
+    losses = {k: float(v) for k, v in reg.auxiliary_losses(reg.encode(_representations(), True, POS, NEG),
+                                                           USERS).items()}
     assert set(losses) == {"kl", "mi_estimate", "unique", "synergy", "total"}
-    expected = 0.1 * losses["kl"] - 0.2 * losses["mi_estimate"] + 0.3 * losses["unique"] + losses["synergy"]
+    expected = 0.1 * losses["kl"] + 0.2 * losses["mi_estimate"] + 0.3 * losses["unique"] + losses["synergy"]
     np.testing.assert_allclose(losses["total"], expected, rtol=1e-5)
 
 
@@ -210,20 +282,18 @@ def test_total_weighs_every_enabled_term_with_the_mi_sign_convention():
 )
 def test_a_zero_alpha_removes_its_branch(disabled, key, path_part):
     everything = {"alpha_kl": 0.1, "alpha_mi": 0.1, "alpha_unique": 0.1, "fusion_head": True}
-    full, ablated = _built(**everything), _built(**{**everything, **disabled})
-    for reg in (full, ablated):
-        losses = reg.auxiliary_losses(reg.encode(_representations(), True), *_batch())
+    for reg, present in ((_built(**everything), True), (_built(**{**everything, **disabled}), False)):
+        losses = reg.auxiliary_losses(reg.encode(_representations(), True, POS, NEG), USERS)
         paths = [v.path for v in reg.trainable_variables]
-        present = reg is full
         assert (key in losses) == present
         assert any(path_part in p for p in paths) == present, paths
 
 
 def test_all_zero_alphas_leave_the_backbone_loss_unchanged():
-    reg = MRdIBRegularizer(list(DIMS), alpha_kl=0.0, alpha_mi=0.0, alpha_unique=0.0, seed=0)
+    reg = _make(alpha_kl=0.0, alpha_mi=0.0, alpha_unique=0.0)
     h = _representations()
-    bottleneck = reg.encode(h, training=True)
-    losses = reg.auxiliary_losses(bottleneck, *_batch())
+    bottleneck = reg.encode(h, True, POS, NEG)
+    losses = reg.auxiliary_losses(bottleneck, USERS)
     assert list(losses) == ["total"]
     assert losses["total"].dtype == tf.float32 and float(losses["total"]) == 0.0
     for m in DIMS:  # deterministic, identity-initialised: the backbone sees exactly h_m
@@ -231,7 +301,7 @@ def test_all_zero_alphas_leave_the_backbone_loss_unchanged():
     assert sorted(v.path.split("/")[-2] for v in reg.trainable_variables) == ["mu_image"] * 2 + ["mu_text"] * 2
 
 
-# ---- gradient reversal -------------------------------------------------------------------------------
+# ---- the redundancy min-max ----------------------------------------------------------------------------
 
 
 def _shared_signal_representations(n=64):
@@ -244,24 +314,27 @@ def _shared_signal_representations(n=64):
     }
 
 
-def test_one_step_on_the_total_raises_the_estimate_for_the_critic_and_lowers_it_for_the_encoders():
-    reg = MRdIBRegularizer(list(DIMS), alpha_kl=0.0, alpha_mi=0.5, alpha_unique=0.0, seed=0)
+def test_the_critic_ascends_the_estimate_while_the_total_descends_it():
+    reg = _make(alpha_kl=0.0, alpha_mi=0.5, alpha_unique=0.0)
     h = _shared_signal_representations()
-    users, pos, neg = np.zeros((64, 3), np.float32), np.arange(64), np.arange(64)
-    state = reg.seed_generator.state.numpy()
+    users, rows = np.zeros(32, np.int64), np.arange(64)
+    state = reg.step_counter.state.numpy()
 
     def losses():
-        reg.seed_generator.state.assign(state)  # the same permutation every time
-        return reg.auxiliary_losses(reg.encode(h, training=True), users, pos, neg)
+        reg.step_counter.state.assign(state)  # the same marginal pairing every time
+        return reg.auxiliary_losses(reg.encode(h, True, rows[:32], rows[32:]), users)
 
-    losses()  # builds the critic
-
-    critic_vars = reg.critics[0].trainable_variables
+    losses()  # builds the layer
+    critic_vars = reg.critic_variables
     encoder_vars = [v for m in DIMS for v in reg.mu[m].trainable_variables]
     with tf.GradientTape() as tape:
         before = losses()
-    grads = tape.gradient(before["total"], critic_vars + encoder_vars)
-    np.testing.assert_allclose(float(before["total"]), -0.5 * float(before["mi_estimate"]), rtol=1e-6)
+        objective = [before["total"], -before["mi_estimate"]]  # what the model and the critic descend
+    np.testing.assert_allclose(float(before["total"]), 0.5 * float(before["mi_estimate"]), rtol=1e-6)
+    encoder_grads = tape.gradient(objective[0], encoder_vars)
+    with tf.GradientTape() as tape:
+        critic_objective = -losses()["mi_estimate"]
+    critic_grads = tape.gradient(critic_objective, critic_vars)
 
     def estimate_after_step(variables, gradients, lr=0.05):
         saved = [v.numpy() for v in variables]
@@ -273,9 +346,8 @@ def test_one_step_on_the_total_raises_the_estimate_for_the_critic_and_lowers_it_
         return estimate
 
     i_hat = float(before["mi_estimate"])
-    n_critic = len(critic_vars)
-    assert estimate_after_step(critic_vars, grads[:n_critic]) > i_hat + 1e-4  # the critic ascends I_hat
-    assert estimate_after_step(encoder_vars, grads[n_critic:]) < i_hat - 1e-4  # the encoders descend it
+    assert estimate_after_step(critic_vars, critic_grads) > i_hat + 1e-4
+    assert estimate_after_step(encoder_vars, encoder_grads) < i_hat - 1e-4
 
 
 # ---- XLA ---------------------------------------------------------------------------------------------
@@ -284,33 +356,30 @@ def test_one_step_on_the_total_raises_the_estimate_for_the_critic_and_lowers_it_
 def test_deterministic_losses_compile_under_xla_and_match_eager():
     reg = _built(alpha_kl=0.1, alpha_mi=0.2, alpha_unique=0.3, fusion_head=True)
     _randomize_encoders(reg)
-    h, (users, pos, neg) = _representations(), _batch()
+    h = _representations()
 
-    def deterministic_losses(h, users, pos, neg):
-        return reg.auxiliary_losses(reg.encode(h, training=False), users, pos, neg)
+    def deterministic_losses(h):
+        return reg.auxiliary_losses(reg.encode(h, False, POS, NEG), USERS)
 
-    eager = deterministic_losses(h, users, pos, neg)
-    compiled = tf.function(deterministic_losses, jit_compile=True)(h, users, pos, neg)
-    for key in ("kl", "unique", "synergy"):  # mi_estimate's shuffle draws differ between XLA and eager
+    eager = deterministic_losses(h)
+    compiled = tf.function(deterministic_losses, jit_compile=True)(h)
+    for key in ("kl", "unique", "synergy"):  # the critic's pairing shift differs between XLA and eager
         np.testing.assert_allclose(float(compiled[key]), float(eager[key]), rtol=1e-5)
-    assert np.isfinite(float(compiled["mi_estimate"]))
 
 
 def test_an_xla_training_step_matches_an_eager_step():
-    # No randomness in this configuration (deterministic encoder, no MINE shuffle), so SGD steps compiled
-    # by XLA must land where the same steps taken eagerly land. (SGD, not Adam: Adam's first steps
-    # turn round-off-sized gradients into full-size updates.)
+    # The noise is the same with and without XLA (SplitMix64), and with alpha_mi = 0 nothing else is
+    # random, so SGD steps compiled by XLA must land where the same steps taken eagerly land.
     def make():
-        return MRdIBRegularizer(list(DIMS), alpha_kl=0.0, alpha_mi=0.0, alpha_unique=0.3,
-                                fusion_head=True, seed=0)
+        return _make(alpha_kl=0.1, alpha_mi=0.0, alpha_unique=0.3, fusion_head=True)
 
-    h, (users, pos, neg) = _representations(), _batch()
+    h = _representations()
 
     def train_step(reg, optimizer):
         with tf.GradientTape() as tape:
-            bottleneck = reg.encode(h, training=True)
-            backbone_like = tf.reduce_mean(tf.gather(bottleneck.codes["image"], pos) ** 2)
-            loss = backbone_like + reg.auxiliary_losses(bottleneck, users, pos, neg)["total"]
+            bottleneck = reg.encode(h, True, POS, NEG)
+            backbone_like = tf.reduce_mean(tf.gather(bottleneck.codes["image"], POS) ** 2)
+            loss = backbone_like + reg.auxiliary_losses(bottleneck, USERS)["total"]
         grads = tape.gradient(loss, reg.trainable_variables)
         optimizer.apply_gradients(zip(grads, reg.trainable_variables))
         return loss
@@ -318,29 +387,26 @@ def test_an_xla_training_step_matches_an_eager_step():
     eager_reg, eager_opt = make(), keras.optimizers.SGD(0.1)
     xla_reg, xla_opt = make(), keras.optimizers.SGD(0.1)
     for reg, opt in ((eager_reg, eager_opt), (xla_reg, xla_opt)):
-        reg.encode(h, training=True)
-        reg.auxiliary_losses(reg.encode(h, training=True), users, pos, neg)
+        reg.build({m: x.shape for m, x in h.items()})
         opt.build(reg.trainable_variables)
     compiled = tf.function(lambda: train_step(xla_reg, xla_opt), jit_compile=True)
     for _ in range(2):
-        np.testing.assert_allclose(float(compiled()), float(train_step(eager_reg, eager_opt)), rtol=1e-5)
+        np.testing.assert_allclose(float(compiled()), float(train_step(eager_reg, eager_opt)), rtol=1e-4)
     for a, b in zip(eager_reg.trainable_variables, xla_reg.trainable_variables):
         assert a.path.split("/", 1)[1] == b.path.split("/", 1)[1]
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_the_full_regularizer_trains_under_xla_from_its_first_call():
-    reg = MRdIBRegularizer(list(DIMS), fusion_head=True, seed=0)
-    h, (users, pos, neg) = _representations(), _batch()
+    reg = _make(fusion_head=True)
+    h = _representations()
 
     @tf.function(jit_compile=True)
     def losses():
-        return reg.auxiliary_losses(reg.encode(h, training=True), users, pos, neg)
+        return reg.auxiliary_losses(reg.encode(h, True, POS, NEG), USERS)
 
     first, second = losses(), losses()
     assert {"kl", "mi_estimate", "unique", "synergy", "total"} == set(first)
-    assert len(reg.critics[0].trainable_variables) == 6 and len(reg.decoders) == 2
-    # fresh noise and a fresh shuffle on every compiled call: the sampled terms change, the KL
-    # (a function of the posteriors only) does not
+    # fresh noise on every compiled call: the sampled terms change, the KL (posteriors only) does not
     assert float(first["unique"]) != float(second["unique"])
     assert float(first["kl"]) == pytest.approx(float(second["kl"]), rel=1e-6)
