@@ -40,6 +40,9 @@ class RunConfig:
         True, "the backbone consumes MRdIB's sampled codes z (--no-codes-on-main-path: it keeps h; z feeds only MRdIB's terms)"
     )
     initial_sigma: float = _setting(0.1, "MRdIB's initial noise scale, in units of each code dimension's spread")
+    prior_scale: str = _setting(
+        "codes", "MRdIB's prior is matched to the spread of the 'codes' (prices noise only) or of the 'inputs' h"
+    )
     placement: str = _setting(
         "views", "where MGCN exposes h_m to MRdIB: 'views' (propagated item views) or 'features' (projected features)"
     )

@@ -124,6 +124,6 @@ def build_recommender(dataset, config: RunConfig) -> Recommender:
         regularizer = MRdIBRegularizer(
             backbone.modalities, n_users=backbone.n_users, alpha_kl=config.alpha1, alpha_mi=config.alpha2,
             alpha_unique=config.alpha3, codes_on_main_path=config.codes_on_main_path,
-            initial_sigma=config.initial_sigma, fusion_head=config.fusion_head, seed=config.seed, name="mrdib",
+            initial_sigma=config.initial_sigma, prior_scale=config.prior_scale, fusion_head=config.fusion_head, seed=config.seed, name="mrdib",
         )
     return Recommender(backbone, regularizer, name="recommender")

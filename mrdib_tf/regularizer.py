@@ -31,6 +31,8 @@ SIGMA_FLOOR = 1e-4
 SPREAD_EPSILON = 1e-12
 # Purposes mixed into derived seeds, so no two branches (or runs) share a random stream.
 _NOISE, _MI_SHIFT, _CRITIC_INIT, _HEAD_INIT = range(4)
+#: Whose per-dimension spread the prior is matched to (see `MRdIBRegularizer`).
+PRIOR_SCALES = ("codes", "inputs")
 #: Width of the fusion head's hidden layer and output.
 FUSION_UNITS = 64
 
@@ -148,10 +150,14 @@ class MRdIBRegularizer(keras.layers.Layer):
     sigma_m = sigmoid(Dense(d_m)((mu_m - c_m) / s_m) + b) in (0, 1), starting at `initial_sigma`
     everywhere. The KL is taken against the matched prior N(c_m, s_m^2): KL(q || p) per dimension is
     then -log sigma + (sigma^2 + ((mu - c) / s)^2) / 2 - 1/2 whatever the scale of h_m, so one alpha1
-    means the same for VBPR's projections (entries near 1) and MGCN's propagated views (near 0.003):
-    it prices the information the code carries (a signal-to-noise ratio), not its magnitude. L_KL is
-    the KL of the d_m-dimensional posterior (summed over dimensions, nats per item) averaged over the
-    batch's positive and negative item rows, summed over modalities, for every backbone alike.
+    means the same for VBPR's projections (entries near 1) and MGCN's propagated views (near 0.003).
+    L_KL is the KL of the d_m-dimensional posterior (summed over dimensions, nats per item) averaged
+    over the batch's positive and negative item rows, summed over modalities, for every backbone alike.
+
+    `prior_scale` says whose spread (c_m, s_m) are: "codes" (mu_m's own), so that the mean of the
+    ((mu - c) / s)^2 term is fixed at 1 and the KL prices only the noise, a signal-to-noise ratio; or
+    "inputs" (h_m's), the variational bottleneck of Alemi et al. on standardised inputs, where the
+    encoder may also shrink its means against the input's spread to lower the KL.
 
     Where z goes. With `codes_on_main_path` (the paper's MIB: the prediction term reads z), the
     backbone consumes the sampled z_m in training and mu_m at inference. Without it the backbone keeps
@@ -183,6 +189,7 @@ class MRdIBRegularizer(keras.layers.Layer):
         alpha_unique: weight of L_U = sum_m BPR of decoder m (alpha3).
         codes_on_main_path: whether the backbone consumes z_m (True) or keeps h_m (False).
         initial_sigma: sigma_m at initialisation, in units of the code's spread, in (0, 1).
+        prior_scale: "codes" or "inputs": whose per-dimension spread the prior and sigma are measured in.
         fusion_head: add a separate synergy head; leave off when the backbone predicts from all z_m
             jointly (its own loss is then the synergy term).
         critic_units: width of the critics' hidden layers.
@@ -209,6 +216,7 @@ class MRdIBRegularizer(keras.layers.Layer):
         alpha_unique: float = 0.005,
         codes_on_main_path: bool = True,
         initial_sigma: float = 0.1,
+        prior_scale: str = "codes",
         fusion_head: bool = False,
         critic_units: int = 64,
         seed: int | None = None,
@@ -227,10 +235,13 @@ class MRdIBRegularizer(keras.layers.Layer):
                 raise ValueError(f"MRdIBRegularizer: {name} must be True or False, got {flag!r}.")
         if not isinstance(initial_sigma, (int, float)) or not 0 < initial_sigma < 1:
             raise ValueError(f"MRdIBRegularizer: initial_sigma must be in (0, 1), got {initial_sigma!r}.")
+        if prior_scale not in PRIOR_SCALES:
+            raise ValueError(f"MRdIBRegularizer: prior_scale must be one of {PRIOR_SCALES}, got {prior_scale!r}.")
         if not isinstance(critic_units, int) or critic_units < 1:
             raise ValueError(f"MRdIBRegularizer: critic_units must be a positive integer, got {critic_units!r}.")
         self.codes_on_main_path = codes_on_main_path
         self.initial_sigma = float(initial_sigma)
+        self.prior_scale = prior_scale
         self.fusion_head = fusion_head
         self.critic_units = critic_units
         self.seed = seed
@@ -331,32 +342,36 @@ class MRdIBRegularizer(keras.layers.Layer):
         self._check_keys(representations)
         if not self.built:
             self.build({m: tuple(representations[m].shape) for m in self.modalities})
+        original = {m: tf.convert_to_tensor(representations[m]) for m in self.modalities}
         rows = tf.concat([pos_rows, neg_rows], axis=0)
         batch_size = tf.shape(pos_rows)[0]
         step = self._next_step() if training and (self.stochastic or self.pairs) else None
         codes, posteriors, priors, positives, negatives = {}, {}, {}, {}, {}
+        # On the main path every row is encoded (the backbone may mix items); off it, the batch's only.
+        if self.codes_on_main_path:
+            batch_rows = lambda x: tf.gather(x, rows)  # noqa: E731
+        else:
+            representations = {m: tf.gather(representations[m], rows) for m in self.modalities}
+            batch_rows = tf.identity
         for index, m in enumerate(self.modalities):
-            # On the main path every row is encoded (the backbone may mix items); off it, the batch's only.
-            h = representations[m] if self.codes_on_main_path else tf.gather(representations[m], rows)
+            h = tf.convert_to_tensor(representations[m])
             mu = self.mu[m](h)
-            mu_rows = tf.gather(mu, rows) if self.codes_on_main_path else mu
-            center, spread = _spread(mu_rows)
+            center, spread = _spread(batch_rows(mu if self.prior_scale == "codes" else h))
             z = mu
             if self.stochastic:
                 sigma = SIGMA_FLOOR + (1.0 - SIGMA_FLOOR) * tf.sigmoid(self.sigma[m]((mu - center) / spread))
                 scale = spread * sigma
-                sigma_rows = tf.gather(scale, rows) if self.codes_on_main_path else scale
-                posteriors[m] = tfd.Independent(tfd.Normal(mu_rows, sigma_rows), reinterpreted_batch_ndims=1)
+                mu_rows = batch_rows(mu)
+                posteriors[m] = tfd.Independent(tfd.Normal(mu_rows, batch_rows(scale)), reinterpreted_batch_ndims=1)
                 priors[m] = tfd.Independent(
                     tfd.Normal(center + tf.zeros_like(mu_rows), spread + tf.zeros_like(mu_rows)),
                     reinterpreted_batch_ndims=1,
                 )
                 if training:
                     z = mu + scale * standard_normal(tf.shape(mu), self._stream(_NOISE, index, step))
-            z_rows = tf.gather(z, rows) if self.codes_on_main_path else z
-            standardized = (z_rows - center) / spread
+            standardized = (batch_rows(z) - center) / spread
             positives[m], negatives[m] = standardized[:batch_size], standardized[batch_size:]
-            codes[m] = z if self.codes_on_main_path else tf.convert_to_tensor(representations[m])
+            codes[m] = z if self.codes_on_main_path else original[m]
         return Bottleneck(codes, posteriors, priors, positives, negatives, step)
 
     def _next_step(self) -> tf.Tensor:
@@ -422,6 +437,7 @@ class MRdIBRegularizer(keras.layers.Layer):
             "alpha_unique": self.alpha_unique,
             "codes_on_main_path": self.codes_on_main_path,
             "initial_sigma": self.initial_sigma,
+            "prior_scale": self.prior_scale,
             "fusion_head": self.fusion_head,
             "critic_units": self.critic_units,
             "seed": self.seed,

@@ -51,12 +51,13 @@ def _randomize_encoders(reg, seed=2):
     return weights
 
 
-def _numpy_bottleneck(h, weights, rows):
-    """mu over every row; (center, spread) over `rows`; sigma in spread units and the absolute scale."""
+def _numpy_bottleneck(h, weights, rows, prior_scale="codes"):
+    """mu over every row; (center, spread) of mu (or h) over `rows`; sigma in spread units."""
     (mu_w, mu_b), (sigma_w, sigma_b) = weights
     mu = h.astype(np.float64) @ mu_w + mu_b
-    center = mu[rows].mean(axis=0)
-    spread = np.sqrt(mu[rows].var(axis=0) + SPREAD_EPSILON)
+    reference = (mu if prior_scale == "codes" else h.astype(np.float64))[rows]
+    center = reference.mean(axis=0)
+    spread = np.sqrt(reference.var(axis=0) + SPREAD_EPSILON)
     sigma = SIGMA_FLOOR + (1 - SIGMA_FLOOR) * _sigmoid(((mu - center) / spread) @ sigma_w + sigma_b)
     return mu, center, spread, sigma
 
@@ -85,6 +86,7 @@ def test_fewer_than_two_modalities_is_a_value_error(modalities):
         ({"n_users": 0}, "n_users must be a positive integer"),
         ({"initial_sigma": 1.0}, r"initial_sigma must be in \(0, 1\)"),
         ({"codes_on_main_path": "yes"}, "codes_on_main_path must be True or False"),
+        ({"prior_scale": "unit"}, "prior_scale must be one of"),
     ],
 )
 def test_invalid_arguments_are_value_errors(kwargs, match):
@@ -100,6 +102,7 @@ def test_representations_must_match_the_modalities():
 
 def test_get_config_round_trips():
     reg = _make(alpha_kl=0.01, alpha_mi=0.0, alpha_unique=0.02, codes_on_main_path=False, initial_sigma=0.3,
+                prior_scale="inputs",
                 fusion_head=True, critic_units=16, seed=7, name="m")
     clone = MRdIBRegularizer.from_config(reg.get_config())
     assert clone.get_config() == reg.get_config()
@@ -194,16 +197,16 @@ def test_every_seed_and_modality_has_its_own_noise_stream():
 # ---- losses ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("on_main_path", [True, False])
-def test_kl_is_the_closed_form_against_the_matched_prior_over_the_batch_rows(on_main_path):
-    reg = _built(alpha_mi=0.0, alpha_unique=0.0, codes_on_main_path=on_main_path)
+@pytest.mark.parametrize("on_main_path, prior_scale", [(True, "codes"), (False, "codes"), (True, "inputs")])
+def test_kl_is_the_closed_form_against_the_matched_prior_over_the_batch_rows(on_main_path, prior_scale):
+    reg = _built(alpha_mi=0.0, alpha_unique=0.0, codes_on_main_path=on_main_path, prior_scale=prior_scale)
     weights = _randomize_encoders(reg)
     h = _representations()
     losses = reg.auxiliary_losses(reg.encode(h, True, POS, NEG), USERS)
     expected = 0.0
     for m in DIMS:
         # off the main path only the batch rows are encoded: the same numbers, computed on those rows
-        mu, center, spread, sigma = _numpy_bottleneck(h[m], weights[m], ROWS)
+        mu, center, spread, sigma = _numpy_bottleneck(h[m], weights[m], ROWS, prior_scale)
         standardized = (mu[ROWS] - center) / spread
         per_dimension = -np.log(sigma[ROWS]) + (sigma[ROWS] ** 2 + standardized**2) / 2 - 0.5
         expected += per_dimension.sum(axis=1).mean()
