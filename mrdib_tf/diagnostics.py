@@ -121,8 +121,18 @@ def export_projector(views: Mapping[str, Mapping[str, np.ndarray]], item_embeddi
     return list(tensors)
 
 
-def diagnose(run, out_dir: Path, mine_steps: int = 300, seed: int = 0) -> dict:
-    """Writes `projections.png`, `diagnostics.json` and a `projector/` log for a `TrainedRun`; returns the JSON."""
+def served_codes(views: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[str, Mapping[str, np.ndarray]]:
+    """The item codes the model's heads read: the bottleneck means under MRdIB, else the representations."""
+    view = "mu" if "mu" in views else "h"
+    return view, views[view]
+
+
+def diagnose(run, out_dir: Path, mine_steps: int = 300, seed: int = 0, probes: bool = False) -> dict:
+    """Writes `projections.png`, `diagnostics.json` and a `projector/` log for a `TrainedRun`; returns the JSON.
+
+    With `probes`, also trains a linear probe on each modality's served codes (`mrdib_tf.probes`) and
+    reports its validation and test metrics: what that modality's code alone knows of the users' items.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     views = item_representations(run.model)
     if not views["h"]:
@@ -139,5 +149,10 @@ def diagnose(run, out_dir: Path, mine_steps: int = 300, seed: int = 0) -> dict:
     exported = export_projector(views, item_embeddings.numpy(), out_dir / "projector")
     report = {"run": run.config.run_dir, "variant": variant,
               "mutual_information_nats": mutual_information, "projector_tensors": exported}
+    if probes:
+        from mrdib_tf.probes import probe_recall
+
+        view, codes = served_codes(views)
+        report["probes"] = {"codes": view, **{m: probe_recall(run.dataset, x, run.config) for m, x in codes.items()}}
     (out_dir / "diagnostics.json").write_text(json.dumps(report, indent=2))
     return report

@@ -134,9 +134,9 @@ def _check_weight(name: str, value: float) -> float:
     return float(value)
 
 
-def _spread(codes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Per-dimension mean and standard deviation of `codes` over its rows, as constants (no gradient)."""
-    mean, variance = tf.nn.moments(tf.stop_gradient(codes), axes=[0])
+def _spread(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-dimension mean and standard deviation of `rows` over its rows."""
+    mean, variance = tf.nn.moments(rows, axes=[0])
     return mean, tf.sqrt(variance + SPREAD_EPSILON)
 
 
@@ -145,8 +145,8 @@ class MRdIBRegularizer(keras.layers.Layer):
     """MRdIB: a variational bottleneck per modality plus unique / redundancy / synergy objectives.
 
     Bottleneck. Per modality m, mu_m = Dense(d_m)(h_m) (initialised to the identity) and
-    q_m(z | h_m) = Normal(mu_m, (s_m sigma_m)^2), diagonal, where (c_m, s_m) are the per-dimension mean
-    and spread of mu_m over the batch's item rows (held constant in the gradient) and
+    q_m(z | h_m) = Normal(mu_m, (s_m sigma_m)^2), diagonal, where (c_m, s_m) are a per-dimension mean
+    and spread over the batch's item rows (see `prior_scale`) and
     sigma_m = sigmoid(Dense(d_m)((mu_m - c_m) / s_m) + b) in (0, 1), starting at `initial_sigma`
     everywhere. The KL is taken against the matched prior N(c_m, s_m^2): KL(q || p) per dimension is
     then -log sigma + (sigma^2 + ((mu - c) / s)^2) / 2 - 1/2 whatever the scale of h_m, so one alpha1
@@ -154,10 +154,11 @@ class MRdIBRegularizer(keras.layers.Layer):
     L_KL is the KL of the d_m-dimensional posterior (summed over dimensions, nats per item) averaged
     over the batch's positive and negative item rows, summed over modalities, for every backbone alike.
 
-    `prior_scale` says whose spread (c_m, s_m) are: "codes" (mu_m's own), so that the mean of the
-    ((mu - c) / s)^2 term is fixed at 1 and the KL prices only the noise, a signal-to-noise ratio; or
-    "inputs" (h_m's), the variational bottleneck of Alemi et al. on standardised inputs, where the
-    encoder may also shrink its means against the input's spread to lower the KL.
+    `prior_scale` says whose spread (c_m, s_m) are: "codes" (mu_m's own over the batch rows, with their
+    gradient), so that the mean of the ((mu - c) / s)^2 term is exactly 1 and the KL prices only the
+    noise, a signal-to-noise ratio (the rate of a Gaussian channel); or "inputs" (h_m's, held constant),
+    the variational bottleneck of Alemi et al. on standardised inputs, where the encoder may also
+    shrink its means against the input's spread to lower the KL.
 
     Where z goes. With `codes_on_main_path` (the paper's MIB: the prediction term reads z), the
     backbone consumes the sampled z_m in training and mu_m at inference. Without it the backbone keeps
@@ -356,7 +357,10 @@ class MRdIBRegularizer(keras.layers.Layer):
         for index, m in enumerate(self.modalities):
             h = tf.convert_to_tensor(representations[m])
             mu = self.mu[m](h)
-            center, spread = _spread(batch_rows(mu if self.prior_scale == "codes" else h))
+            # Matched to the codes, the statistics keep their gradient: the batch-standardised means then
+            # have mean square exactly 1 whatever mu does, so the KL's gradient reaches sigma only. Matched
+            # to the inputs, they are constants the encoder's means are measured against.
+            center, spread = _spread(batch_rows(mu) if self.prior_scale == "codes" else tf.stop_gradient(batch_rows(h)))
             z = mu
             if self.stochastic:
                 sigma = SIGMA_FLOOR + (1.0 - SIGMA_FLOOR) * tf.sigmoid(self.sigma[m]((mu - center) / spread))

@@ -2,8 +2,10 @@
 
 Writes into DIR/diagnostics/ (or --out): projections.png (PCA of every modality's item representations
 before the bottleneck and of the bottleneck means the model serves: the paper's Figure 4),
-diagnostics.json (MINE estimates of the mutual information between modalities, in nats, for both), and
-projector/ (open with `tensorboard --logdir DIR/diagnostics/projector`, tab "Projector").
+diagnostics.json (estimates of the mutual information between modalities, in nats, for both, from a
+critic trained afresh on part of the items and evaluated on the rest), and projector/ (open with
+`tensorboard --logdir DIR/diagnostics/projector`, tab "Projector"). With --probes, diagnostics.json also
+holds, per modality, the metrics of a linear probe trained on that modality's served codes alone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, required=True, help="a finished trainers.fit run folder")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/diagnostics)")
     parser.add_argument("--mine-steps", type=int, default=300, help="training steps of each MINE critic")
+    parser.add_argument("--probes", action="store_true",
+                        help="train a linear probe on each modality's codes alone and report its metrics")
     args = parser.parse_args(argv)
     configure_runtime()
     from mrdib_tf.diagnostics import diagnose
@@ -29,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report = diagnose(load_trained_run(args.run_dir), args.out or args.run_dir / "diagnostics",
-                          mine_steps=args.mine_steps)
+                          mine_steps=args.mine_steps, probes=args.probes)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(report["mutual_information_nats"], indent=2))
+    print(json.dumps({k: report[k] for k in ("mutual_information_nats", "probes") if k in report}, indent=2))
     print(f"written to {args.out or args.run_dir / 'diagnostics'}")
     return 0
 

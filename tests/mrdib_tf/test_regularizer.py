@@ -223,6 +223,18 @@ def test_kl_does_not_depend_on_the_scale_of_the_representations():
     np.testing.assert_allclose(kl[0], sum(DIMS.values()) * (-np.log(sigma) + sigma**2 / 2), rtol=1e-4)
 
 
+def test_matched_to_the_codes_the_kl_prices_only_the_noise():
+    """With sigma independent of mu (its kernel at zero), the KL has no gradient in the means when the
+    prior is matched to the codes; matched to the inputs, shrinking the means lowers it."""
+    h = _representations()
+    for prior_scale, moves_means in (("codes", False), ("inputs", True)):
+        reg = _built(alpha_mi=0.0, alpha_unique=0.0, prior_scale=prior_scale)
+        with tf.GradientTape() as tape:
+            kl = reg.auxiliary_losses(reg.encode(h, True, POS, NEG), USERS)["kl"]
+        gradient = tape.gradient(kl, reg.mu["image"].kernel)
+        assert (float(tf.reduce_max(tf.abs(gradient))) > 1e-3) == moves_means, (prior_scale, gradient)
+
+
 def test_unique_and_synergy_are_bpr_of_the_heads_on_standardised_codes_against_their_own_users():
     reg = _built(alpha_kl=0.0, alpha_mi=0.0, alpha_unique=0.3, fusion_head=True)
     weights = _randomize_encoders(reg)
