@@ -1,6 +1,6 @@
 """The TFRecord cache of a dataset folder: where it lives, when it is stale, how it is built.
 
-Layout: `<cache_root>/<name>-<hash of the source folder's absolute path>/` holds the TFRecord shards
+Layout: `<cache_root>/<name>-<hash of the source folders' absolute paths>/` holds the TFRecord shards
 and `manifest.json` (format version, counts, dropped cold-start users, modalities and dims, shard
 names, and the size, mtime and sha256 of every source file).
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from data_pipeline import tfrecords
 from data_pipeline.mmrec_format import SPLITS, SourceDataset
+from data_pipeline.registry import DatasetLocation
 
 FORMAT_VERSION = 2  # 2: uncompressed feature store
 MANIFEST_NAME = "manifest.json"
@@ -40,11 +41,11 @@ def default_cache_root() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "mrdib_tf")
 
 
-def cache_dir_for(folder: Path, name: str, cache_root: str | Path | None = None) -> Path:
-    """The cache folder of dataset `name` read from `folder`: keyed by the folder's absolute path."""
+def cache_dir_for(location: DatasetLocation, cache_root: str | Path | None = None) -> Path:
+    """The cache folder of a dataset: keyed by the absolute folders of its interaction and feature files."""
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8")).hexdigest()[:12]
-    return root / f"{name}-{digest}"
+    key = "\0".join(str(folder.resolve()) for folder in (location.folder, location.feature_folder))
+    return root / f"{location.name}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:12]}"
 
 
 def fingerprint(files: Sequence[Path], known: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -97,7 +98,7 @@ def refresh_sources(cache_dir: Path, manifest: dict[str, Any], sources: dict[str
 
 
 def build(
-    cache_dir: Path, source: SourceDataset, sources: dict[str, dict[str, Any]], source_dir: Path
+    cache_dir: Path, source: SourceDataset, sources: dict[str, dict[str, Any]], location: DatasetLocation
 ) -> dict[str, Any]:
     """Converts `source` into a complete cache at `cache_dir`, atomically; returns its manifest."""
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,7 @@ def build(
     temporary = _temporary_sibling(cache_dir)
     temporary.mkdir()
     try:
-        manifest = _write_contents(temporary, source, sources, source_dir)
+        manifest = _write_contents(temporary, source, sources, location)
         if cache_dir.exists():
             stale = _temporary_sibling(cache_dir)
             os.rename(cache_dir, stale)
@@ -122,7 +123,7 @@ def build(
 
 
 def _write_contents(
-    folder: Path, source: SourceDataset, sources: dict[str, dict[str, Any]], source_dir: Path
+    folder: Path, source: SourceDataset, sources: dict[str, dict[str, Any]], location: DatasetLocation
 ) -> dict[str, Any]:
     splits = {}
     for split, (users, items) in source.splits.items():
@@ -135,7 +136,8 @@ def _write_contents(
     manifest = {
         "format_version": FORMAT_VERSION,
         "dataset": source.name,
-        "source_dir": str(source_dir.resolve()),
+        "source_dir": str(location.folder.resolve()),
+        "feature_dir": str(location.feature_folder.resolve()),
         "n_users": source.n_users,
         "n_items": source.n_items,
         "splits": splits,

@@ -13,12 +13,7 @@ import tensorflow as tf
 
 from data_pipeline import cache, tfrecords
 from data_pipeline.interactions import UserItems
-from data_pipeline.mmrec_format import (
-    check_features_present,
-    check_inter_present,
-    read_mmrec_folder,
-    source_files,
-)
+from data_pipeline.mmrec_format import check_features_present, read_mmrec_dataset, source_files
 from data_pipeline.registry import resolve_dataset
 from data_pipeline.sampling import candidate_items, derive_seed, positive_keys, sample_negatives
 
@@ -180,7 +175,7 @@ def load_dataset(
             Defaults to `DEFAULT_DATASET` ("tiktok").
         data_dir: a dataset folder anywhere; overrides the name lookup.
         cache_root: where cache folders go; defaults to `$MRDIB_CACHE_DIR` or `~/.cache/mrdib_tf`.
-        require_features: raise when the folder has no `<modality>_feat.npy`; pass False to load
+        require_features: raise when the dataset has no `<modality>_feat.npy`; pass False to load
             interactions only (ID-only backbones, or benchmarks that add their own features).
 
     Raises:
@@ -192,18 +187,18 @@ def load_dataset(
         >>> data.n_users, data.n_items, sorted(data.features)
         (9308, 6710, ['audio', 'image'])
     """
-    name, folder = resolve_dataset(name, data_dir)
-    check_inter_present(folder, name)
+    location = resolve_dataset(name, data_dir)
+    files = source_files(location)
     if require_features:
-        check_features_present(folder)
-    cache_dir = cache.cache_dir_for(folder, name, cache_root)
+        check_features_present(location)
+    cache_dir = cache.cache_dir_for(location, cache_root)
     manifest = cache.read_manifest(cache_dir)
-    sources = cache.fingerprint(source_files(folder, name), manifest["sources"] if manifest else {})
+    sources = cache.fingerprint(files, manifest["sources"] if manifest else {})
     if manifest is not None and cache.is_current(cache_dir, manifest, sources):
         if manifest["sources"] != sources:
             cache.refresh_sources(cache_dir, manifest, sources)
     else:
-        manifest = cache.build(cache_dir, read_mmrec_folder(folder, name), sources, folder)
+        manifest = cache.build(cache_dir, read_mmrec_dataset(location), sources, location)
     dropped = manifest["dropped_cold_start"]
     if dropped["users"]:
         logger.warning(

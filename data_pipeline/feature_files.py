@@ -9,8 +9,6 @@ import numpy as np
 from data_pipeline.errors import DataValidationError
 
 FEATURE_SUFFIX = "_feat.npy"
-#: Where MMRec's own feature files come from (its data README links the download).
-MMREC_DATA_README = "https://github.com/enoche/MMRec/blob/master/data/README.md"
 
 
 def find_feature_files(folder: Path) -> dict[str, Path]:
@@ -59,14 +57,3 @@ def read_feature_file(path: Path, n_items: int) -> np.ndarray:
         )
     return features
 
-
-def missing_features_message(folder: Path) -> str:
-    """Why a folder without feature files cannot feed a multimodal model, and how to fix it."""
-    return (
-        f"{folder}: no modality feature files (<modality>{FEATURE_SUFFIX}, row i = itemID i). "
-        "MMRec names them image_feat.npy (4096-d CNN image features) and text_feat.npy (384-d "
-        "all-MiniLM-L6-v2 sentence embeddings); download them with the rest of the MMRec data "
-        f"(the Google Drive link in MMRec's data README, {MMREC_DATA_README}) and put them in "
-        "this folder. To train an ID-only backbone such as LightGCN, load the dataset with "
-        "require_features=False."
-    )

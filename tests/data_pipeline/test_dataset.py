@@ -1,4 +1,6 @@
 import dataclasses
+import gzip
+import hashlib
 import json
 import logging
 import os
@@ -10,7 +12,7 @@ from data_pipeline import cache
 from data_pipeline.dataset import PreparedDataset, load_dataset
 from data_pipeline.errors import DataValidationError
 from data_pipeline.interactions import UserItems
-from data_pipeline.registry import DATA_DIR_ENV, PROJECT_ROOT
+from data_pipeline.registry import DATA_DIR_ENV, PROJECT_ROOT, resolve_dataset
 
 
 def pairs(user_items):
@@ -84,7 +86,7 @@ def test_cold_start_drop_is_logged_and_recorded(make_folder, tmp_path, caplog):
 
 def test_interaction_only_folder(make_folder, tmp_path):
     folder = make_folder(features={})
-    with pytest.raises(DataValidationError, match=r"image_feat\.npy \(4096-d.*text_feat\.npy \(384-d"):
+    with pytest.raises(DataValidationError, match=r"'toy': no feature files.*image_feat\.npy.*text_feat\.npy"):
         load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
     data = load_dataset(data_dir=folder, cache_root=tmp_path / "cache", require_features=False)
     assert data.features == {} and data.manifest["modalities"] == {}
@@ -139,7 +141,7 @@ def test_a_cache_of_another_format_version_is_rebuilt(toy_data, tmp_path):
 
 def test_a_leftover_temporary_cache_is_never_used(make_folder, tmp_path):
     folder = make_folder()
-    cache_dir = cache.cache_dir_for(folder, "toy", tmp_path / "cache")
+    cache_dir = cache.cache_dir_for(resolve_dataset(data_dir=folder), tmp_path / "cache")
     leftover = cache_dir.with_name(f".{cache_dir.name}.tmp-999999999-dead")  # no such pid
     leftover.mkdir(parents=True)
     (leftover / cache.MANIFEST_NAME).write_text('{"format_version": 1, "n_users": 99}')
@@ -161,6 +163,75 @@ def test_real_tiktok_counts(monkeypatch):
     assert {m: f.shape for m, f in data.features.items()} == {"audio": (6710, 128), "image": (6710, 128)}
     image = np.load(PROJECT_ROOT / "data" / "tiktok" / "image_feat.npy")
     np.testing.assert_array_equal(data.features["image"], image.astype(np.float32))
+
+
+# Published statistics of MMRec's Amazon datasets: users, items, and train / valid / test rows.
+AMAZON = {
+    "baby": (19445, 7050, (118551, 20559, 21682)),
+    "sports": (35598, 18357, (218409, 37899, 40029)),
+    "clothing": (39387, 23033, (197338, 40150, 41189)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AMAZON))
+def test_shipped_amazon_datasets_load_by_name_without_features(monkeypatch, tmp_path, name):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    data = load_dataset(name, cache_root=tmp_path / "cache", require_features=False)
+    n_users, n_items, rows = AMAZON[name]
+    assert (data.n_users, data.n_items, data.features) == (n_users, n_items, {})
+    splits = data.manifest["splits"]
+    assert tuple(splits[s]["source_rows"] for s in ("train", "valid", "test")) == rows
+    assert data.manifest["dropped_cold_start"]["users"] == 0  # 5-core: every user has train rows
+    assert (data.train.nnz, data.valid.nnz, data.test.nnz) == rows
+    assert data.manifest["sources"].keys() == {f"{name}.inter.gz"}
+
+
+def test_an_amazon_dataset_without_features_says_which_files_and_where(monkeypatch, tmp_path):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    with pytest.raises(DataValidationError) as error:
+        load_dataset("clothing", cache_root=tmp_path / "cache")
+    message = str(error.value)
+    for expected in (
+        "image_feat.npy (float32 [23033, 4096]",
+        "text_feat.npy (float32 [23033, 384]",
+        "drive.google.com/drive/folders/13cBy1EA_saTUuXxVllKgtfci2A09jyaG",
+        f"Put the files in {PROJECT_ROOT / 'data' / 'clothing'}/ or $MRDIB_DATA_DIR/clothing/.",
+    ):
+        assert expected in message
+
+
+def test_features_from_the_data_dir_variable_join_the_shipped_interactions(monkeypatch, tmp_path):
+    rng = np.random.default_rng(0)
+    features = {"image": rng.standard_normal((7050, 3)), "text": rng.standard_normal((7050, 2))}
+    (tmp_path / "baby").mkdir()
+    for modality, values in features.items():
+        np.save(tmp_path / "baby" / f"{modality}_feat.npy", values.astype(np.float32))
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    data = load_dataset("baby", cache_root=tmp_path / "cache")
+    assert data.n_items == 7050 and data.train.nnz == 118551
+    for modality, values in features.items():
+        np.testing.assert_array_equal(data.features[modality], values.astype(np.float32))
+    assert data.manifest["feature_dir"] == str((tmp_path / "baby").resolve())
+    assert data.manifest["source_dir"] == str((PROJECT_ROOT / "data" / "baby").resolve())
+
+
+def test_a_gzipped_interaction_file_keys_the_cache_by_its_own_checksum(make_folder, tmp_path):
+    folder = make_folder()
+    packed = folder / "toy.inter.gz"
+    packed.write_bytes(gzip.compress((folder / "toy.inter").read_bytes(), mtime=0))
+    (folder / "toy.inter").unlink()
+    data = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    recorded = data.manifest["sources"]["toy.inter.gz"]
+    assert recorded["sha256"] == hashlib.sha256(packed.read_bytes()).hexdigest()
+    assert data.train.nnz == 7
+    os.utime(packed, ns=(0, packed.stat().st_mtime_ns + 5 * 10**9))  # touched, same bytes: kept
+    assert load_dataset(data_dir=folder, cache_root=tmp_path / "cache").manifest["sources"]["toy.inter.gz"][
+        "mtime_ns"
+    ] == packed.stat().st_mtime_ns
+    text = gzip.decompress(packed.read_bytes()) + b"3\t0\t0\n"  # user 3 gets a train row
+    packed.write_bytes(gzip.compress(text, mtime=0))
+    rebuilt = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert rebuilt.train.nnz == 8 and rebuilt.manifest["dropped_cold_start"]["users"] == 0
 
 
 def test_every_train_pair_once_per_epoch_in_full_batches_but_the_last(dense):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from data_pipeline.errors import DataValidationError
-from data_pipeline.feature_files import find_feature_files, missing_features_message, read_feature_file
+from data_pipeline.feature_files import find_feature_files, read_feature_file
 
 
 def save(tmp_path, name, array):
@@ -69,16 +69,3 @@ def test_unreadable_file_is_named(tmp_path):
     with pytest.raises(DataValidationError, match=r"image_feat\.npy: not a readable \.npy"):
         read_feature_file(path, n_items=3)
 
-
-def test_missing_features_message_says_what_mmrec_ships_and_where(tmp_path):
-    message = missing_features_message(tmp_path)
-    for expected in (
-        "image_feat.npy",
-        "4096-d",
-        "text_feat.npy",
-        "384-d",
-        "github.com/enoche/MMRec",
-        "require_features=False",
-        str(tmp_path),
-    ):
-        assert expected in message

@@ -1,5 +1,6 @@
 """End-to-end `python -m trainers.fit` on a tiny synthetic dataset, checked against independent recomputation."""
 
+import gzip
 import json
 
 import keras
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from data_pipeline import load_dataset
+from data_pipeline.registry import DATA_DIR_ENV
 from mrdib_tf.config import RunConfig
 from mrdib_tf.metrics import evaluate_scores
 from mrdib_tf.recommender import build_recommender
@@ -71,3 +73,15 @@ def test_missing_feature_files_fail_with_a_clear_message(tmp_path, capsys):
     assert fit.main(["--data-dir", str(folder), "--run-dir", str(tmp_path / "run")]) == 2
     message = capsys.readouterr().err
     assert "image_feat.npy" in message and "text_feat.npy" in message
+
+
+def test_id_only_backbone_trains_on_a_gzipped_dataset_without_features(tiny_folder, tmp_path, monkeypatch):
+    (tmp_path / "ids").mkdir()
+    (tmp_path / "ids" / "ids.inter.gz").write_bytes(gzip.compress((tiny_folder / "tiny.inter").read_bytes()))
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    run_dir = tmp_path / "run"
+    argv = ["--dataset", "ids", "--backbone", "lightgcn", "--no-mrdib", "--epochs", "1",
+            "--batch-size", "256", "--run-dir", str(run_dir)]
+    assert fit.main(argv) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 1 and 0.0 <= metrics["test"]["recall@20"] <= 1.0
