@@ -9,7 +9,14 @@ import numpy as np
 
 from data_pipeline.errors import DataValidationError
 from data_pipeline.feature_files import find_feature_files, read_feature_file
-from data_pipeline.inter_file import INTER_SUFFIXES, SPLIT_LABELS, InterTable, read_inter_file
+from data_pipeline.inter_file import (
+    INTER_SUFFIXES,
+    ITEM_COLUMN,
+    SPLIT_LABELS,
+    USER_COLUMN,
+    InterTable,
+    read_inter_file,
+)
 from data_pipeline.registry import DatasetLocation, missing_features_message
 
 SPLITS = tuple(SPLIT_LABELS)
@@ -72,9 +79,10 @@ def read_mmrec_dataset(location: DatasetLocation) -> SourceDataset:
 
     Raises:
         DataValidationError: for any problem in the `.inter` or feature files (see their readers),
-            no train row, or a (userID, itemID) pair listed twice.
+            an ID not below the number of rows, no train row, or a (userID, itemID) pair listed twice.
     """
     table = read_inter_file(check_inter_present(location))
+    _check_id_bounds(table)
     train = table.labels == SPLIT_LABELS["train"]
     if not train.any():
         raise DataValidationError(
@@ -102,6 +110,25 @@ def read_mmrec_dataset(location: DatasetLocation) -> SourceDataset:
         for modality, path in find_feature_files(location.feature_folder).items()
     }
     return SourceDataset(location.name, n_users, n_items, splits, source_rows, dropped, features)
+
+
+def _check_id_bounds(table: InterTable) -> None:
+    """Rejects an ID not below the file's row count, before anything is sized by the IDs.
+
+    MMRec IDs are 0-based and contiguous and every ID has a row, so max(ID) < rows in any valid file
+    (5-core data has at least 5 rows per ID). A larger ID means IDs that were never re-indexed, or a
+    typo; it would size the user or item tables (userID 10**12 asked numpy for 931 GiB).
+    """
+    rows = table.labels.size
+    for column, values in ((USER_COLUMN, table.users), (ITEM_COLUMN, table.items)):
+        bad = np.flatnonzero(values >= rows)
+        if bad.size:
+            raise DataValidationError(
+                f"{table.path}, line {table.lines[bad[0]]}, column '{column}': got {values[bad[0]]}, "
+                f"expected an ID below {rows}, the file's number of data rows: MMRec IDs are 0-based "
+                f"and contiguous with at least one row each, so max({column}) + 1 <= rows. "
+                "Re-index the IDs to 0..n-1."
+            )
 
 
 def _check_unique_pairs(table: InterTable) -> None:

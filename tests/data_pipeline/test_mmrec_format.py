@@ -32,10 +32,24 @@ def test_toy_folder_splits_counts_and_cold_start_drop(make_folder):
 
 
 def test_ids_counts_come_from_all_rows_including_dropped_ones(make_folder):
-    rows = [(0, 0, 0), (0, 1, 1), (5, 7, 2)]  # user 5 and item 7 only in a dropped test row
+    rows = [(u, i, 0) for u in range(5) for i in range(2)]  # 10 rows: every ID below 10 is plausible
+    rows += [(5, 7, 2)]  # user 5 and item 7 only in a dropped test row
     source = read_mmrec_folder(make_folder(rows=rows, features={}))
     assert (source.n_users, source.n_items) == (6, 8)
     assert source.splits["test"][0].size == 0
+
+
+@pytest.mark.parametrize("column, row", [("userID", (10**12, 0, 0)), ("itemID", (1, 4, 2))])
+def test_an_id_not_below_the_row_count_is_named_before_anything_is_sized_by_it(make_folder, column, row):
+    rows = [(0, 0, 0), (0, 1, 1), (1, 1, 0), row]  # 4 rows: IDs must be below 4
+    folder = make_folder(rows=rows, features={})
+    value = row[0] if column == "userID" else row[1]
+    with pytest.raises(DataValidationError) as error:
+        read_mmrec_folder(folder)
+    assert str(error.value).startswith(
+        f"{folder / 'toy.inter'}, line 5, column '{column}': got {value}, expected an ID below 4, "
+        "the file's number of data rows"
+    )
 
 
 def test_no_train_rows(make_folder):
