@@ -75,7 +75,8 @@ def test_a_run_dir_that_cannot_be_made(command, tiny_folder, blocked, capsys):
 
 
 def test_report_output_in_a_missing_folder(tmp_path, capsys):
-    run = write_run_folder(tmp_path / "run", RunConfig(dataset="fake"), test=dict.fromkeys(DEFAULT_METRICS, 0.1))
+    metrics = dict.fromkeys(DEFAULT_METRICS, 0.1)
+    run = write_run_folder(tmp_path / "run", RunConfig(dataset="fake"), test=metrics)
     output = tmp_path / "missing" / "table.md"
     assert report.main([str(run), "--output", str(output)]) == 2
     line = _single_error_line(capsys.readouterr().err)
