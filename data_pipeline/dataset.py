@@ -6,25 +6,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import tensorflow as tf
 
 from data_pipeline import cache, tfrecords
 from data_pipeline.interactions import UserItems
-from data_pipeline.mmrec_format import (
-    check_features_present,
-    check_inter_present,
-    read_mmrec_folder,
-    source_files,
-)
+from data_pipeline.errors import DataValidationError
+from data_pipeline.mmrec_format import check_features_present, read_mmrec_dataset, source_files
 from data_pipeline.registry import resolve_dataset
 from data_pipeline.sampling import candidate_items, derive_seed, positive_keys, sample_negatives
 
 logger = logging.getLogger(__name__)
 
 _SHUFFLE, _NEGATIVES = 0, 1  # purposes mixed into derived seeds
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -38,12 +35,13 @@ class PreparedDataset:
         features: modality -> float32 [n_items, dim] (row i = item i), keys sorted; {} when the
             dataset was loaded without features.
         train, valid, test: each user's items per split (cold-start valid/test users dropped).
-        cache_dir: the TFRecord cache folder (holds manifest.json).
+        cache_dir: the cache build folder the dataset was read from (its shards and manifest.json).
         manifest: the cache's manifest ({} for a dataset built in memory).
 
     `train_batches` streams the cache's train TFRecords when the dataset comes from `load_dataset`;
     a dataset built in memory, or a copy made with `dataclasses.replace` (which may have a different
-    `train`), batches its `train` pairs from memory instead.
+    `train`), batches its `train` pairs from memory instead. A dataset from `load_dataset` holds a
+    lease on its cache build while it lives, so no other process deletes the shards it streams.
     """
 
     name: str
@@ -56,6 +54,7 @@ class PreparedDataset:
     cache_dir: Path
     manifest: dict[str, Any] = field(default_factory=dict, repr=False)
     _train_shards: tuple[Path, ...] = field(default=(), init=False, repr=False, compare=False)
+    _lease: BinaryIO | None = field(default=None, init=False, repr=False, compare=False)
     _sampler: tuple[UserItems, str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -175,68 +174,111 @@ def load_dataset(
 ) -> PreparedDataset:
     """Finds, validates, converts (once, cached) and reads back an MMRec-layout dataset.
 
+    A cache that is missing, stale, or fails its checks (see `cache`) is rebuilt from the source files,
+    and the reason logged.
+
     Args:
         name: a registered dataset name (see `registry`), or the `.inter` stem inside `data_dir`.
             Defaults to `DEFAULT_DATASET` ("tiktok").
         data_dir: a dataset folder anywhere; overrides the name lookup.
         cache_root: where cache folders go; defaults to `$MRDIB_CACHE_DIR` or `~/.cache/mrdib_tf`.
-        require_features: raise when the folder has no `<modality>_feat.npy`; pass False to load
+        require_features: raise when the dataset has no `<modality>_feat.npy`; pass False to load
             interactions only (ID-only backbones, or benchmarks that add their own features).
 
     Raises:
         DataValidationError: any problem with the folder or its files, with a message naming the
-            file, row or column and what was expected.
+            file, row or column and what was expected; or a cache that cannot be written, or does not
+            read back even when freshly built (naming the file).
 
     Example:
         >>> data = load_dataset("tiktok")
         >>> data.n_users, data.n_items, sorted(data.features)
         (9308, 6710, ['audio', 'image'])
     """
-    name, folder = resolve_dataset(name, data_dir)
-    check_inter_present(folder, name)
+    location = resolve_dataset(name, data_dir)
+    files = source_files(location)
     if require_features:
-        check_features_present(folder)
-    cache_dir = cache.cache_dir_for(folder, name, cache_root)
-    manifest = cache.read_manifest(cache_dir)
-    sources = cache.fingerprint(source_files(folder, name), manifest["sources"] if manifest else {})
-    if manifest is not None and cache.is_current(cache_dir, manifest, sources):
-        if manifest["sources"] != sources:
-            cache.refresh_sources(cache_dir, manifest, sources)
-    else:
-        manifest = cache.build(cache_dir, read_mmrec_folder(folder, name), sources, folder)
-    dropped = manifest["dropped_cold_start"]
+        check_features_present(location)
+    cache_dir = cache.cache_dir_for(location, cache_root)
+    build, damage = _guarded(cache_dir, lambda: cache.open_current(cache_dir))
+    sources = cache.fingerprint(files, build.manifest.get("sources", {}) if build else {})
+    if build is not None:
+        stale = cache.stale_reason(build, sources)
+        if stale is None:
+            try:
+                dataset = _read_back(build)
+            except cache.CacheCorruption as error:
+                damage = str(error)
+            else:
+                if build.manifest["sources"] != sources:
+                    _guarded(cache_dir, lambda: cache.refresh_sources(build, sources))
+                return _logged(dataset)
+        else:
+            logger.info("%s: rebuilding the dataset cache: %s.", location.name, stale)
+        build.lease.close()
+    if damage is not None:
+        logger.warning("%s: the dataset cache is damaged, rebuilding it: %s.", location.name, damage)
+    source = read_mmrec_dataset(location)
+    fresh = _guarded(cache_dir, lambda: cache.build(cache_dir, source, sources, location))
+    try:
+        return _logged(_read_back(fresh))
+    except cache.CacheCorruption as error:
+        raise DataValidationError(
+            f"{error}: the cache was just rebuilt from {location.folder} and does not read back; "
+            f"check the disk holding {cache_dir}, or set ${cache.CACHE_DIR_ENV} to another folder."
+        ) from error
+
+
+def _guarded(cache_dir: Path, operation: Callable[[], _T]) -> _T:
+    """`operation()`, with a failure to read or write the cache folder turned into DataValidationError."""
+    try:
+        return operation()
+    except (OSError, tf.errors.OpError) as error:
+        raise DataValidationError(
+            f"{cache_dir}: cannot read or write the dataset cache ({error}); expected a writable folder "
+            f"with room for it (set ${cache.CACHE_DIR_ENV} to choose another)."
+        ) from error
+
+
+def _logged(dataset: PreparedDataset) -> PreparedDataset:
+    """Logs the cold-start users the conversion dropped, as MMRec does; returns `dataset`."""
+    dropped = dataset.manifest["dropped_cold_start"]
     if dropped["users"]:
         logger.warning(
             "%s: dropped %d cold-start users (no train row): %d valid and %d test rows, as MMRec does.",
-            name,
+            dataset.name,
             dropped["users"],
             dropped["valid_rows"],
             dropped["test_rows"],
         )
-    return _read_back(cache_dir, manifest)
+    return dataset
 
 
-def _read_back(cache_dir: Path, manifest: dict[str, Any]) -> PreparedDataset:
-    """Builds the in-memory dataset from a complete cache."""
+def _read_back(build: cache.Build) -> PreparedDataset:
+    """Builds the in-memory dataset from a cache build, checking its files against its manifest.
+
+    Raises:
+        cache.CacheCorruption: a shard is missing, of another size, unreadable or holds other counts.
+    """
+    manifest = build.manifest
     n_users, n_items = manifest["n_users"], manifest["n_items"]
-    splits = {}
-    for split, entry in manifest["splits"].items():
-        users, items = tfrecords.read_interactions([cache_dir / s for s in entry["shards"]])
-        splits[split] = UserItems.from_pairs(users, items, n_users, n_items)
-    features = tfrecords.read_features(
-        [cache_dir / s for s in manifest["feature_shards"]],
-        {m: spec["dim"] for m, spec in manifest["modalities"].items()},
-    )
+    cache.check_shard_sizes(build)
+    splits = {
+        split: UserItems.from_pairs(*cache.read_split(build, split), n_users, n_items)
+        for split in manifest["splits"]
+    }
     dataset = PreparedDataset(
         name=manifest["dataset"],
         n_users=n_users,
         n_items=n_items,
-        features=features,
+        features=cache.read_features(build),
         train=splits["train"],
         valid=splits["valid"],
         test=splits["test"],
-        cache_dir=cache_dir,
+        cache_dir=build.folder,
         manifest=manifest,
     )
-    dataset._train_shards = tuple(cache_dir / name for name in manifest["splits"]["train"]["shards"])
+    train_shards = manifest["splits"]["train"]["shards"]
+    dataset._train_shards = tuple(build.folder / shard["name"] for shard in train_shards)
+    dataset._lease = build.lease
     return dataset

@@ -1,4 +1,4 @@
-"""A whole MMRec dataset folder: `<name>.inter` plus `<modality>_feat.npy` files, validated."""
+"""A whole MMRec dataset: `<name>.inter[.gz]` plus `<modality>_feat.npy` files, validated."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.errors import DataValidationError
-from data_pipeline.feature_files import find_feature_files, missing_features_message, read_feature_file
-from data_pipeline.inter_file import SPLIT_LABELS, InterTable, read_inter_file
+from data_pipeline.feature_files import find_feature_files, read_feature_file
+from data_pipeline.inter_file import (
+    INTER_SUFFIXES,
+    ITEM_COLUMN,
+    SPLIT_LABELS,
+    USER_COLUMN,
+    InterTable,
+    read_inter_file,
+)
+from data_pipeline.registry import DatasetLocation, missing_features_message
 
 SPLITS = tuple(SPLIT_LABELS)
 
@@ -19,7 +27,7 @@ class SourceDataset:
     """A validated MMRec folder held in memory.
 
     Attributes:
-        name: dataset name (the `.inter` file's stem).
+        name: dataset name (the interaction file's name without `.inter[.gz]`).
         n_users: max(userID) + 1 over all rows, dropped ones included.
         n_items: max(itemID) + 1 over all rows.
         splits: "train"/"valid"/"test" -> (users, items) int64 arrays, in file order, without the
@@ -38,43 +46,43 @@ class SourceDataset:
     features: dict[str, np.ndarray]
 
 
-def inter_path(folder: Path, name: str) -> Path:
-    """Where the interaction file of dataset `name` lives in `folder`."""
-    return folder / f"{name}.inter"
-
-
-def check_inter_present(folder: Path, name: str) -> None:
-    """Raises if `folder` lacks `<name>.inter`, naming the `.inter` files it does hold."""
-    if not inter_path(folder, name).is_file():
-        found = sorted(p.name for p in folder.glob("*.inter")) or "none"
+def check_inter_present(location: DatasetLocation) -> Path:
+    """The dataset's interaction file; raises if its folder lacks one, naming the ones it holds."""
+    path = location.inter_file
+    if path is None:
+        folder, name = location.folder, location.name
+        found = sorted(p.name for suffix in INTER_SUFFIXES for p in folder.glob(f"*{suffix}")) or "none"
         raise DataValidationError(
-            f"{inter_path(folder, name)}: interaction file not found (.inter files in {folder}: "
-            f"{found}); expected a tab-separated file with header userID, itemID, x_label."
+            f"{folder / (name + INTER_SUFFIXES[0])}: interaction file not found (interaction files in "
+            f"{folder}: {found}); expected a tab-separated file with header userID, itemID, x_label "
+            f"(or it gzipped, {name}{INTER_SUFFIXES[1]})."
         )
+    return path
 
 
-def source_files(folder: Path, name: str) -> list[Path]:
-    """The files a dataset is built from: its `.inter` file, then its feature files by modality."""
-    return [inter_path(folder, name), *find_feature_files(folder).values()]
+def source_files(location: DatasetLocation) -> list[Path]:
+    """The files a dataset is built from: its interaction file, then its feature files by modality."""
+    return [check_inter_present(location), *find_feature_files(location.feature_folder).values()]
 
 
-def check_features_present(folder: Path) -> None:
-    """Raises the actionable missing-features error if `folder` holds no `*_feat.npy` file."""
-    if not find_feature_files(folder):
-        raise DataValidationError(missing_features_message(folder))
+def check_features_present(location: DatasetLocation) -> None:
+    """Raises the actionable missing-features error if the dataset has no `*_feat.npy` file."""
+    if not find_feature_files(location.feature_folder):
+        raise DataValidationError(missing_features_message(location))
 
 
-def read_mmrec_folder(folder: Path, name: str) -> SourceDataset:
-    """Reads and validates every file of an MMRec dataset folder.
+def read_mmrec_dataset(location: DatasetLocation) -> SourceDataset:
+    """Reads and validates every file of an MMRec dataset.
 
     Feature files are optional here (interaction-only datasets are valid); callers that need them
     use `check_features_present` first.
 
     Raises:
         DataValidationError: for any problem in the `.inter` or feature files (see their readers),
-            no train row, or a (userID, itemID) pair listed twice.
+            an ID not below the number of rows, no train row, or a (userID, itemID) pair listed twice.
     """
-    table = read_inter_file(inter_path(folder, name))
+    table = read_inter_file(check_inter_present(location))
+    _check_id_bounds(table)
     train = table.labels == SPLIT_LABELS["train"]
     if not train.any():
         raise DataValidationError(
@@ -98,9 +106,29 @@ def read_mmrec_folder(folder: Path, name: str) -> SourceDataset:
         "test_rows": source_rows["test"] - splits["test"][0].size,
     }
     features = {
-        modality: read_feature_file(path, n_items) for modality, path in find_feature_files(folder).items()
+        modality: read_feature_file(path, n_items)
+        for modality, path in find_feature_files(location.feature_folder).items()
     }
-    return SourceDataset(name, n_users, n_items, splits, source_rows, dropped, features)
+    return SourceDataset(location.name, n_users, n_items, splits, source_rows, dropped, features)
+
+
+def _check_id_bounds(table: InterTable) -> None:
+    """Rejects an ID not below the file's row count, before anything is sized by the IDs.
+
+    MMRec IDs are 0-based and contiguous and every ID has a row, so max(ID) < rows in any valid file
+    (5-core data has at least 5 rows per ID). A larger ID means IDs that were never re-indexed, or a
+    typo; it would size the user or item tables (userID 10**12 asked numpy for 931 GiB).
+    """
+    rows = table.labels.size
+    for column, values in ((USER_COLUMN, table.users), (ITEM_COLUMN, table.items)):
+        bad = np.flatnonzero(values >= rows)
+        if bad.size:
+            raise DataValidationError(
+                f"{table.path}, line {table.lines[bad[0]]}, column '{column}': got {values[bad[0]]}, "
+                f"expected an ID below {rows}, the file's number of data rows: MMRec IDs are 0-based "
+                f"and contiguous with at least one row each, so max({column}) + 1 <= rows. "
+                "Re-index the IDs to 0..n-1."
+            )
 
 
 def _check_unique_pairs(table: InterTable) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -35,13 +36,20 @@ _LIST_TYPES = {
 }
 
 
+class Shard(NamedTuple):
+    """One written TFRecord file: its name and how many interactions (or items) it holds."""
+
+    name: str
+    count: int
+
+
 def feature_key(modality: str) -> str:
     """The Example key holding `modality`'s vector (prefixed so no modality name can clash)."""
     return f"feat/{modality}"
 
 
-def write_interactions(folder: Path, split: str, users: np.ndarray, items: np.ndarray) -> list[str]:
-    """Writes the (user, item) pairs of one split as GZIP shards in `folder`; returns the file names."""
+def write_interactions(folder: Path, split: str, users: np.ndarray, items: np.ndarray) -> list[Shard]:
+    """Writes the (user, item) pairs of one split as GZIP shards in `folder`; returns the shards."""
     n_records = -(-users.size // INTERACTIONS_PER_RECORD)
     padding = n_records * INTERACTIONS_PER_RECORD - users.size
     blocks = {
@@ -57,11 +65,16 @@ def write_interactions(folder: Path, split: str, users: np.ndarray, items: np.nd
     options = tf.io.TFRecordOptions(
         compression_type=INTERACTION_COMPRESSION, compression_level=INTERACTION_COMPRESSION_LEVEL
     )
-    return _write_shards(folder, split, ".tfrecord.gz", options, n_records, RECORDS_PER_SHARD, serialize)
+    shards = _write_shards(folder, split, ".tfrecord.gz", options, n_records, RECORDS_PER_SHARD, serialize)
+    return [Shard(name, int(lengths[rows].sum())) for name, rows in shards]
 
 
-def write_features(folder: Path, features: Mapping[str, np.ndarray]) -> list[str]:
-    """Writes the item feature store (one Example per item, all modalities) as shards in `folder`."""
+def write_features(folder: Path, features: Mapping[str, np.ndarray]) -> list[Shard]:
+    """Writes the item feature store (one Example per item, all modalities) as shards in `folder`.
+
+    Returns:
+        The shards in itemID order, each with its number of items.
+    """
     if not features:
         return []
     n_items = next(iter(features.values())).shape[0]
@@ -72,7 +85,8 @@ def write_features(folder: Path, features: Mapping[str, np.ndarray]) -> list[str
         return serialize_examples(columns)
 
     options = tf.io.TFRecordOptions(compression_type="")
-    return _write_shards(folder, "features", ".tfrecord", options, n_items, ITEMS_PER_SHARD, serialize)
+    shards = _write_shards(folder, "features", ".tfrecord", options, n_items, ITEMS_PER_SHARD, serialize)
+    return [Shard(name, len(range(n_items)[rows])) for name, rows in shards]
 
 
 def serialize_examples(columns: Mapping[str, np.ndarray], lengths: np.ndarray | None = None) -> np.ndarray:
@@ -126,19 +140,17 @@ def read_interactions(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def read_features(paths: Sequence[Path], dims: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """The feature store as modality -> float32 [n_items, dim], checking rows are in itemID order."""
-    if not dims:
-        return {}
+def read_features(
+    paths: Sequence[Path], dims: Mapping[str, int]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The item ids (int64 [n]) and features (modality -> float32 [n, dim]) stored in `paths` (not empty)."""
     spec = {feature_key(m): tf.io.FixedLenFeature([d], tf.float32) for m, d in dims.items()}
     spec[ITEM_ID_KEY] = tf.io.FixedLenFeature([], tf.int64)
     records = tf.data.TFRecordDataset([str(p) for p in paths])
     parsed = records.batch(ITEMS_PER_SHARD).map(lambda s: tf.io.parse_example(s, spec))
     batches = list(parsed.as_numpy_iterator())
     item_ids = np.concatenate([b[ITEM_ID_KEY] for b in batches])
-    if not np.array_equal(item_ids, np.arange(item_ids.size)):
-        raise ValueError(f"Feature store {[str(p) for p in paths]} is not in itemID order; delete the cache.")
-    return {m: np.concatenate([b[feature_key(m)] for b in batches]) for m in dims}
+    return item_ids, {m: np.concatenate([b[feature_key(m)] for b in batches]) for m in dims}
 
 
 def _write_shards(
@@ -149,12 +161,15 @@ def _write_shards(
     n_rows: int,
     rows_per_shard: int,
     serialize: Callable[[slice], np.ndarray],
-) -> list[str]:
-    """Writes `serialize(rows)` for consecutive row ranges, one shard file per range."""
+) -> list[tuple[str, slice]]:
+    """Writes `serialize(rows)` for consecutive row ranges, one shard file per range; returns (name, rows)."""
     n_shards = -(-n_rows // rows_per_shard)
-    names = [f"{prefix}-{i:05d}-of-{n_shards:05d}{suffix}" for i in range(n_shards)]
-    for shard, name in enumerate(names):
+    shards = [
+        (f"{prefix}-{i:05d}-of-{n_shards:05d}{suffix}", slice(i * rows_per_shard, (i + 1) * rows_per_shard))
+        for i in range(n_shards)
+    ]
+    for name, rows in shards:
         with tf.io.TFRecordWriter(str(folder / name), options) as writer:
-            for record in serialize(slice(shard * rows_per_shard, (shard + 1) * rows_per_shard)):
+            for record in serialize(rows):
                 writer.write(record)
-    return names
+    return shards

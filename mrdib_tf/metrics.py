@@ -10,7 +10,13 @@ user's *training* items are masked, so validation items stay rankable when testi
 - Precision@K = hits@K / K.
 - MAP@K = sum over relevant ranks j <= K of Precision@j, divided by min(|truth|, K).
 
-Each is averaged over the evaluated users. Both front ends, `evaluate_scores` (a score matrix and
+Each is averaged over the evaluated users. A cutoff K larger than the catalogue ranks the whole catalogue
+and counts the positions past its end as misses, so every formula above holds as written: Recall, NDCG
+and MAP at such K equal their values at K = n_items, and Precision@K is hits / K. (MMRec's top-k at
+max(K) cannot rank past the catalogue; this keeps a catalogue under 50 items trainable with the usual
+cutoffs 5, 10, 20, 50.)
+
+Both front ends, `evaluate_scores` (a score matrix and
 per-user lists) and `FullRankingEvaluator` (embeddings and `UserItems`), run the same batched, XLA-compiled
 ranking and the same metric arithmetic.
 """
@@ -67,9 +73,10 @@ def _metric_sums(hits: np.ndarray, n_truth: np.ndarray, ks: Sequence[int]) -> np
     """Sums over users of each metric at each cutoff.
 
     Args:
-        hits: bool [n_users, max(ks)], whether the item at each rank is a ground-truth item.
-        n_truth: [n_users] ground-truth sizes, all >= 1.
-        ks: the cutoffs, each <= hits.shape[1].
+        hits: bool [n_users, depth], whether the item at each rank is a ground-truth item; depth is
+            min(max(ks), n_items), and ranks past it are misses.
+        n_truth: [n_users] ground-truth sizes, all >= 1 and <= depth whenever some K exceeds depth.
+        ks: the cutoffs.
 
     Returns:
         float64 [len(METRIC_NAMES), len(ks)].
@@ -84,11 +91,12 @@ def _metric_sums(hits: np.ndarray, n_truth: np.ndarray, ks: Sequence[int]) -> np
     sums = np.empty((len(METRIC_NAMES), len(ks)))
     for column, k in enumerate(ks):
         ideal_len = np.minimum(n_truth, k)
+        last = min(k, hits.shape[1]) - 1  # the last ranked position within the cutoff
         per_user = {
-            "recall": found[:, k - 1] / n_truth,
-            "ndcg": dcg[:, k - 1] / ideal_dcg[ideal_len - 1],
-            "precision": found[:, k - 1] / k,
-            "map": precision_sums[:, k - 1] / ideal_len,
+            "recall": found[:, last] / n_truth,
+            "ndcg": dcg[:, last] / ideal_dcg[ideal_len - 1],
+            "precision": found[:, last] / k,
+            "map": precision_sums[:, last] / ideal_len,
         }
         sums[:, column] = [np.sum(per_user[name]) for name in METRIC_NAMES]
     return sums
@@ -162,7 +170,8 @@ class FullRankingEvaluator:
     Args:
         train: the training items of every user (masked when ranking).
         truth: the evaluated split's items (ground truth); users without any are not evaluated.
-        ks: the cutoffs K (sorted, repeats dropped); the result holds every metric at each.
+        ks: the cutoffs K (sorted, repeats dropped); the result holds every metric at each. A K above
+            n_items is allowed: the ranking stops at the catalogue's end (see the module docstring).
         batch_users: the most users ranked at once; a batch's scores take 4 * batch_users * n_items
             bytes (300 MB at 4096 x 18k items), and a few of those are live during a batch.
         jit_compile: compile the ranking with XLA.
@@ -193,10 +202,9 @@ class FullRankingEvaluator:
             )
         self.n_users, self.n_items = int(train.indptr.size - 1), int(train.n_items)
         self.ks = tuple(sorted({int(k) for k in ks}))
-        if not self.ks or self.ks[0] < 1 or self.ks[-1] > self.n_items:
-            raise ValueError(
-                f"ks must be non-empty cutoffs in [1, n_items={self.n_items}]; got {tuple(ks)}."
-            )
+        if not self.ks or self.ks[0] < 1:
+            raise ValueError(f"ks must be non-empty cutoffs >= 1; got {tuple(ks)}.")
+        self.depth = min(self.ks[-1], self.n_items)  # how many items each ranking lists
         if batch_users < 1:
             raise ValueError(f"batch_users must be >= 1; got {batch_users}.")
         self.train, self.batch_users = train, int(batch_users)
@@ -269,7 +277,7 @@ class FullRankingEvaluator:
         """Ranks every batch of evaluated users with `rank` and averages the metrics over them."""
         sums = np.zeros((len(METRIC_NAMES), len(self.ks)))
         for batch in self._batches:
-            ranked = self._run(rank, batch, self.ks[-1], *inputs)
+            ranked = self._run(rank, batch, self.depth, *inputs)
             sums += _metric_sums(self._hits(batch.users, ranked), self._truth_sizes[batch.users], self.ks)
         means = sums / self.n_evaluated
         return {

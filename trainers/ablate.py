@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainers.console import configure_runtime
+from trainers.console import configure_runtime, run_command
 
 DEFAULT_SEEDS = 3
 
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@run_command
 def main(argv: list[str] | None = None) -> int:
     configure_runtime()
     args = parse_args(argv)
@@ -49,9 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted: finished runs are saved in {folder}; run the same command again to continue.",
               file=sys.stderr)
         return 130
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     print()
     print((folder / MARKDOWN_FILE).read_text(encoding="utf-8"))
     print(f"ablation folder: {folder} ({MARKDOWN_FILE}, ablation.json, one folder per variant and seed)")

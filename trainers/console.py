@@ -1,15 +1,52 @@
-"""What every command-line entry point shares: quiet TensorFlow start-up and readable metric tables."""
+"""What every command-line entry point shares: quiet TensorFlow start-up, one-line errors, metric tables."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
+from collections.abc import Callable
+
+#: The exit code of an error the user can fix (bad data, flags or paths), as argparse uses for bad flags.
+USAGE_ERROR = 2
+
+_Main = Callable[[list[str] | None], int]
 
 
 def configure_runtime() -> None:
     """Hides TensorFlow's C++ start-up noise (before TensorFlow is imported) and sets up logging."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def run_command(main: _Main) -> _Main:
+    """Decorates a command's `main(argv)` so an error the user can fix is one line, not a traceback.
+
+    ValueError (which includes the data pipeline's DataValidationError and every argument check) and
+    OSError (a path that cannot be read or written) print `error: <message>` on stderr and exit with
+    code 2. Every message already names the file or setting at fault.
+    """
+
+    @functools.wraps(main)
+    def guarded(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except (ValueError, OSError) as error:
+            print(f"error: {_one_line(error)}", file=sys.stderr)
+            return USAGE_ERROR
+
+    return guarded
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line; an OSError as `<file>: <reason>`."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        files = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
+        text = f"{files}: {error.strerror}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

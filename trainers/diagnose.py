@@ -15,9 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from trainers.console import configure_runtime
+from trainers.console import configure_runtime, run_command
 
 
+@run_command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainers.diagnose", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,12 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     from mrdib_tf.diagnostics import diagnose
     from mrdib_tf.runs import load_trained_run
 
-    try:
-        report = diagnose(load_trained_run(args.run_dir), args.out or args.run_dir / "diagnostics",
-                          mine_steps=args.mine_steps, probes=args.probes)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    report = diagnose(load_trained_run(args.run_dir), args.out or args.run_dir / "diagnostics",
+                      mine_steps=args.mine_steps, probes=args.probes)
     print(json.dumps({k: report[k] for k in ("mutual_information_nats", "probes") if k in report}, indent=2))
     print(f"written to {args.out or args.run_dir / 'diagnostics'}")
     return 0

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainers.console import configure_runtime, format_metrics
+from trainers.console import configure_runtime, format_metrics, run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,14 +33,11 @@ def evaluate_run(run_dir: str | Path) -> dict[str, dict[str, float]]:
     }
 
 
+@run_command
 def main(argv: list[str] | None = None) -> int:
     configure_runtime()
     args = parse_args(argv)
-    try:
-        results = evaluate_run(args.run_dir)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    results = evaluate_run(args.run_dir)
     for split in ("valid", "test"):
         print(f"{split}:\n{format_metrics(results[split])}\n")
     return 0

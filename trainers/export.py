@@ -18,7 +18,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from trainers.console import configure_runtime  # noqa: E402
+from trainers.console import configure_runtime, run_command  # noqa: E402
 
 DEFAULT_OUT = "saved_models"
 DEFAULT_TOP_K = 20
@@ -63,16 +63,13 @@ def export_run(run_dir: str | Path, out: str | Path = DEFAULT_OUT, name: str | N
     return write_version(module, out, name or f"{run.dataset.name}-{config.backbone}")
 
 
+@run_command
 def main(argv: list[str] | None = None) -> int:
     configure_runtime()
     for noisy in ("absl", "tensorflow"):  # SavedModel writing logs every renamed input and asset folder
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
-    try:
-        version_dir = export_run(args.run_dir, args.out, args.name, args.top_k)
-    except ValueError as error:  # bad run folder or flags: one clear line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    version_dir = export_run(args.run_dir, args.out, args.name, args.top_k)
     print(f"exported {version_dir} (signatures: serving_default, score, metadata)")
     return 0
 

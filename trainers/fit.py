@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainers.console import configure_runtime, format_metrics
+from trainers.console import configure_runtime, format_metrics, run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,17 +20,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@run_command
 def main(argv: list[str] | None = None) -> int:
     configure_runtime()
     from mrdib_tf.config import config_from_args
     from mrdib_tf.training import train
 
     config = config_from_args(parse_args(argv))
-    try:
-        result, run_dir = train(config)
-    except ValueError as error:  # bad data or flags: one clear line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result, run_dir = train(config)
     print(f"\nbest epoch {result.best_epoch} (validation {config.valid_metric} = "
           f"{result.valid[config.valid_metric]:.4f}); test metrics at that epoch:")
     print(format_metrics(result.test))

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mrdib_tf.run_report import DEFAULT_METRICS
+from trainers.console import run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,18 +30,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@run_command
 def main(argv: list[str] | None = None) -> int:
     from mrdib_tf.results import find_runs, read_run
     from mrdib_tf.run_report import report_json, report_markdown
 
     args = parse_args(argv)
-    try:
-        records = [read_run(folder) for folder in find_runs(args.runs)]
-        table = report_markdown(records, args.split, args.metrics)
-        data = report_json(records, args.split, args.metrics) if args.json else None
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    records = [read_run(folder) for folder in find_runs(args.runs)]
+    table = report_markdown(records, args.split, args.metrics)
+    data = report_json(records, args.split, args.metrics) if args.json else None
     print(table)
     if args.output:
         args.output.write_text(table, encoding="utf-8")

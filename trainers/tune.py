@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainers.console import configure_runtime, format_metrics
+from trainers.console import configure_runtime, format_metrics, run_command
 
 DEFAULT_MAX_TRIALS = 12
 
@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@run_command
 def main(argv: list[str] | None = None) -> int:
     configure_runtime()
     args = parse_args(argv)
@@ -68,9 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted: finished trials are saved in {folder}; run the same command again to continue.",
               file=sys.stderr)
         return 130
-    except ValueError as error:  # bad data or flags: one clear line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except RuntimeError as error:  # KerasTuner stops after repeated failed trials
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,7 @@
 import dataclasses
+import gc
+import gzip
+import hashlib
 import json
 import logging
 import os
@@ -10,7 +13,7 @@ from data_pipeline import cache
 from data_pipeline.dataset import PreparedDataset, load_dataset
 from data_pipeline.errors import DataValidationError
 from data_pipeline.interactions import UserItems
-from data_pipeline.registry import DATA_DIR_ENV, PROJECT_ROOT
+from data_pipeline.registry import DATA_DIR_ENV, PROJECT_ROOT, resolve_dataset
 
 
 def pairs(user_items):
@@ -58,7 +61,7 @@ def test_toy_round_trip_through_the_cache(toy_data):
     for modality in ("image", "text"):
         expected = np.load(folder / f"{modality}_feat.npy").astype(np.float32)
         np.testing.assert_array_equal(data.features[modality], expected)
-    assert data.manifest == cache.read_manifest(data.cache_dir)
+    assert data.manifest == json.loads((data.cache_dir / cache.MANIFEST_NAME).read_text())
     users, items = data.train_pairs()
     assert users.dtype == items.dtype == np.int64
 
@@ -84,7 +87,7 @@ def test_cold_start_drop_is_logged_and_recorded(make_folder, tmp_path, caplog):
 
 def test_interaction_only_folder(make_folder, tmp_path):
     folder = make_folder(features={})
-    with pytest.raises(DataValidationError, match=r"image_feat\.npy \(4096-d.*text_feat\.npy \(384-d"):
+    with pytest.raises(DataValidationError, match=r"'toy': no feature files.*image_feat\.npy.*text_feat\.npy"):
         load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
     data = load_dataset(data_dir=folder, cache_root=tmp_path / "cache", require_features=False)
     assert data.features == {} and data.manifest["modalities"] == {}
@@ -106,13 +109,13 @@ def test_validation_errors_surface_through_load_dataset(make_folder, tmp_path):
 
 def test_second_load_reuses_the_cache_and_a_touch_does_not_rebuild(toy_data, tmp_path):
     folder, data = toy_data
-    shard = data.cache_dir / data.manifest["splits"]["train"]["shards"][0]
+    shard = data.cache_dir / cache.shard_names(data.manifest)[0]
     stamp = shard.stat().st_mtime_ns
-    load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert load_dataset(data_dir=folder, cache_root=tmp_path / "cache").cache_dir == data.cache_dir
     inter = folder / "toy.inter"
     os.utime(inter, ns=(0, inter.stat().st_mtime_ns + 5 * 10**9))
     again = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
-    assert shard.stat().st_mtime_ns == stamp
+    assert again.cache_dir == data.cache_dir and shard.stat().st_mtime_ns == stamp
     assert again.manifest["sources"]["toy.inter"]["mtime_ns"] == inter.stat().st_mtime_ns
 
 
@@ -122,30 +125,108 @@ def test_changed_source_rebuilds(toy_data, tmp_path):
         stream.write("3\t0\t0\n")  # user 3 now has a train row: no longer cold
     np.save(folder / "text_feat.npy", np.ones((5, 3)))
     rebuilt = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
-    assert rebuilt.cache_dir == data.cache_dir
+    assert rebuilt.cache_dir != data.cache_dir and rebuilt.cache_dir.parent == data.cache_dir.parent
     assert rebuilt.train.nnz == 8 and rebuilt.valid.nnz == 4
     assert rebuilt.manifest["dropped_cold_start"]["users"] == 0
     np.testing.assert_array_equal(rebuilt.features["text"], np.ones((5, 3), np.float32))
 
 
-def test_a_cache_of_another_format_version_is_rebuilt(toy_data, tmp_path):
-    folder, data = toy_data
-    manifest = dict(data.manifest, format_version=cache.FORMAT_VERSION - 1)
-    (data.cache_dir / cache.MANIFEST_NAME).write_text(json.dumps(manifest))
-    again = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
-    assert cache.read_manifest(again.cache_dir)["format_version"] == cache.FORMAT_VERSION
-    assert pairs(again.train) == pairs(data.train)
-
-
-def test_a_leftover_temporary_cache_is_never_used(make_folder, tmp_path):
+def test_a_leftover_temporary_build_is_never_used(make_folder, tmp_path):
     folder = make_folder()
-    cache_dir = cache.cache_dir_for(folder, "toy", tmp_path / "cache")
-    leftover = cache_dir.with_name(f".{cache_dir.name}.tmp-999999999-dead")  # no such pid
+    cache_dir = cache.cache_dir_for(resolve_dataset(data_dir=folder), tmp_path / "cache")
+    leftover = cache_dir / cache.BUILDS_NAME / ".tmp-999999999-dead"  # no such pid
     leftover.mkdir(parents=True)
     (leftover / cache.MANIFEST_NAME).write_text('{"format_version": 1, "n_users": 99}')
     data = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
     assert data.n_users == 4
     assert not leftover.exists()
+
+
+def _truncate_train_shard(data):
+    shard = data.cache_dir / data.manifest["splits"]["train"]["shards"][0]["name"]
+    shard.write_bytes(shard.read_bytes()[:-40])
+    return shard
+
+
+def _flip_a_feature_byte(data):
+    shard = data.cache_dir / data.manifest["feature_shards"][0]["name"]
+    content = bytearray(shard.read_bytes())
+    content[len(content) // 2] ^= 0x10
+    shard.write_bytes(bytes(content))
+    return shard
+
+
+def _edit_manifest(data):
+    manifest = data.cache_dir / cache.MANIFEST_NAME
+    manifest.write_text(manifest.read_text().replace('"n_users": 4', '"n_users": 5'))
+    return manifest
+
+
+def _break_manifest(data):
+    manifest = data.cache_dir / cache.MANIFEST_NAME
+    manifest.write_text(manifest.read_text()[:100])
+    return manifest
+
+
+@pytest.mark.parametrize("damage", [_truncate_train_shard, _flip_a_feature_byte, _edit_manifest, _break_manifest])
+def test_a_damaged_cache_is_rebuilt_and_the_file_named(toy_data, tmp_path, caplog, damage):
+    folder, data = toy_data
+    damaged = damage(data)
+    with caplog.at_level(logging.WARNING, logger="data_pipeline.dataset"):
+        again = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert f"toy: the dataset cache is damaged, rebuilding it: {damaged}" in caplog.text
+    assert again.cache_dir != data.cache_dir
+    assert (again.n_users, pairs(again.train), pairs(again.test)) == (4, pairs(data.train), pairs(data.test))
+    for modality, values in data.features.items():
+        np.testing.assert_array_equal(again.features[modality], values)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="data_pipeline.dataset"):
+        assert load_dataset(data_dir=folder, cache_root=tmp_path / "cache").cache_dir == again.cache_dir
+    assert "damaged" not in caplog.text
+
+
+def test_a_cache_that_does_not_read_back_even_when_rebuilt_is_an_error(make_folder, tmp_path, monkeypatch):
+    from data_pipeline import tfrecords
+
+    write = tfrecords.write_interactions
+
+    def lossy_write(folder, split, users, items):  # a disk that loses the end of what it is given
+        shards = write(folder, split, users, items)
+        for shard in shards:
+            (folder / shard.name).write_bytes((folder / shard.name).read_bytes()[:-40])
+        return shards
+
+    monkeypatch.setattr(tfrecords, "write_interactions", lossy_write)
+    with pytest.raises(DataValidationError) as error:
+        load_dataset(data_dir=make_folder(), cache_root=tmp_path / "cache")
+    message = str(error.value)
+    assert message.startswith(str(tmp_path / "cache")) and "-00000-of-00001.tfrecord.gz: unreadable (" in message
+    assert "the cache was just rebuilt from" in message
+
+
+def test_an_unwritable_cache_root_is_an_error_naming_it(make_folder, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    with pytest.raises(DataValidationError, match=rf"^{blocker}/toy-[0-9a-f]{{12}}: cannot read or write"):
+        load_dataset(data_dir=make_folder(), cache_root=blocker)
+
+
+def test_a_rebuild_leaves_the_shards_a_running_training_streams(make_folder, tmp_path):
+    folder = make_folder()
+    running = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    before = batch_pairs(epoch(running, 4, seed=0, epoch_index=0))
+    with (folder / "toy.inter").open("a") as stream:
+        stream.write("3\t0\t0\n")  # another process's run sees a changed source and rebuilds
+    rebuilt = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert rebuilt.train.nnz == 8 and rebuilt.cache_dir != running.cache_dir
+    assert batch_pairs(epoch(running, 4, seed=0, epoch_index=1)) == before
+    del running
+    gc.collect()  # the first dataset's lease is released: the next rebuild may delete its build
+    (folder / "toy.inter").write_text((folder / "toy.inter").read_text() + "3\t1\t0\n")
+    newest = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert sorted(p.name for p in newest.cache_dir.parent.iterdir()) == sorted(
+        [rebuilt.cache_dir.name, newest.cache_dir.name]
+    )
 
 
 def test_real_tiktok_counts(monkeypatch):
@@ -161,6 +242,75 @@ def test_real_tiktok_counts(monkeypatch):
     assert {m: f.shape for m, f in data.features.items()} == {"audio": (6710, 128), "image": (6710, 128)}
     image = np.load(PROJECT_ROOT / "data" / "tiktok" / "image_feat.npy")
     np.testing.assert_array_equal(data.features["image"], image.astype(np.float32))
+
+
+# Published statistics of MMRec's Amazon datasets: users, items, and train / valid / test rows.
+AMAZON = {
+    "baby": (19445, 7050, (118551, 20559, 21682)),
+    "sports": (35598, 18357, (218409, 37899, 40029)),
+    "clothing": (39387, 23033, (197338, 40150, 41189)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AMAZON))
+def test_shipped_amazon_datasets_load_by_name_without_features(monkeypatch, tmp_path, name):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    data = load_dataset(name, cache_root=tmp_path / "cache", require_features=False)
+    n_users, n_items, rows = AMAZON[name]
+    assert (data.n_users, data.n_items, data.features) == (n_users, n_items, {})
+    splits = data.manifest["splits"]
+    assert tuple(splits[s]["source_rows"] for s in ("train", "valid", "test")) == rows
+    assert data.manifest["dropped_cold_start"]["users"] == 0  # 5-core: every user has train rows
+    assert (data.train.nnz, data.valid.nnz, data.test.nnz) == rows
+    assert data.manifest["sources"].keys() == {f"{name}.inter.gz"}
+
+
+def test_an_amazon_dataset_without_features_says_which_files_and_where(monkeypatch, tmp_path):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    with pytest.raises(DataValidationError) as error:
+        load_dataset("clothing", cache_root=tmp_path / "cache")
+    message = str(error.value)
+    for expected in (
+        "image_feat.npy (float32 [23033, 4096]",
+        "text_feat.npy (float32 [23033, 384]",
+        "drive.google.com/drive/folders/13cBy1EA_saTUuXxVllKgtfci2A09jyaG",
+        f"Put the files in {PROJECT_ROOT / 'data' / 'clothing'}/ or $MRDIB_DATA_DIR/clothing/.",
+    ):
+        assert expected in message
+
+
+def test_features_from_the_data_dir_variable_join_the_shipped_interactions(monkeypatch, tmp_path):
+    rng = np.random.default_rng(0)
+    features = {"image": rng.standard_normal((7050, 3)), "text": rng.standard_normal((7050, 2))}
+    (tmp_path / "baby").mkdir()
+    for modality, values in features.items():
+        np.save(tmp_path / "baby" / f"{modality}_feat.npy", values.astype(np.float32))
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    data = load_dataset("baby", cache_root=tmp_path / "cache")
+    assert data.n_items == 7050 and data.train.nnz == 118551
+    for modality, values in features.items():
+        np.testing.assert_array_equal(data.features[modality], values.astype(np.float32))
+    assert data.manifest["feature_dir"] == str((tmp_path / "baby").resolve())
+    assert data.manifest["source_dir"] == str((PROJECT_ROOT / "data" / "baby").resolve())
+
+
+def test_a_gzipped_interaction_file_keys_the_cache_by_its_own_checksum(make_folder, tmp_path):
+    folder = make_folder()
+    packed = folder / "toy.inter.gz"
+    packed.write_bytes(gzip.compress((folder / "toy.inter").read_bytes(), mtime=0))
+    (folder / "toy.inter").unlink()
+    data = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    recorded = data.manifest["sources"]["toy.inter.gz"]
+    assert recorded["sha256"] == hashlib.sha256(packed.read_bytes()).hexdigest()
+    assert data.train.nnz == 7
+    os.utime(packed, ns=(0, packed.stat().st_mtime_ns + 5 * 10**9))  # touched, same bytes: kept
+    assert load_dataset(data_dir=folder, cache_root=tmp_path / "cache").manifest["sources"]["toy.inter.gz"][
+        "mtime_ns"
+    ] == packed.stat().st_mtime_ns
+    text = gzip.decompress(packed.read_bytes()) + b"3\t0\t0\n"  # user 3 gets a train row
+    packed.write_bytes(gzip.compress(text, mtime=0))
+    rebuilt = load_dataset(data_dir=folder, cache_root=tmp_path / "cache")
+    assert rebuilt.train.nnz == 8 and rebuilt.manifest["dropped_cold_start"]["users"] == 0
 
 
 def test_every_train_pair_once_per_epoch_in_full_batches_but_the_last(dense):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from data_pipeline.errors import DataValidationError
-from data_pipeline.feature_files import find_feature_files, missing_features_message, read_feature_file
+from data_pipeline.feature_files import find_feature_files, read_feature_file
 
 
 def save(tmp_path, name, array):
@@ -70,15 +70,51 @@ def test_unreadable_file_is_named(tmp_path):
         read_feature_file(path, n_items=3)
 
 
-def test_missing_features_message_says_what_mmrec_ships_and_where(tmp_path):
-    message = missing_features_message(tmp_path)
-    for expected in (
-        "image_feat.npy",
-        "4096-d",
-        "text_feat.npy",
-        "384-d",
-        "github.com/enoche/MMRec",
-        "require_features=False",
-        str(tmp_path),
-    ):
-        assert expected in message
+
+def test_zero_byte_file_is_named_as_empty(tmp_path):
+    path = tmp_path / "image_feat.npy"
+    path.write_bytes(b"")
+    with pytest.raises(DataValidationError, match=r"image_feat\.npy: the file is empty \(0 bytes\)"):
+        read_feature_file(path, n_items=3)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_file_names_its_size_and_the_size_its_header_declares(tmp_path, keep):
+    path = save(tmp_path, "text_feat.npy", np.ones((10, 20), np.float32))
+    full = path.stat().st_size  # header + 10 * 20 * 4 bytes
+    path.write_bytes(path.read_bytes()[: int(full * keep)])
+    with pytest.raises(DataValidationError) as error:
+        read_feature_file(path, n_items=10)
+    assert str(error.value) == (
+        f"{path}: truncated: {int(full * keep)} bytes, but its header declares a float32 array of shape "
+        f"(10, 20), which takes {full} bytes; expected the complete file (copy it again)."
+    )
+
+
+def test_cut_inside_the_header_is_unreadable(tmp_path):
+    path = save(tmp_path, "image_feat.npy", np.ones((2, 2), np.float32))
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(DataValidationError, match=r"image_feat\.npy: not a readable \.npy file \(EOF"):
+        read_feature_file(path, n_items=2)
+
+
+def _header_only(path, shape, data=b""):
+    """A .npy file whose header declares `shape` (float32) followed by `data`: nothing else."""
+    with path.open("wb") as stream:
+        np.lib.format.write_array_header_1_0(
+            stream, {"descr": "<f4", "fortran_order": False, "shape": shape}
+        )
+        stream.write(data)
+    return path
+
+
+def test_shape_and_size_are_checked_from_the_header_before_any_data_is_read(tmp_path, monkeypatch):
+    def no_load(*args, **kwargs):
+        raise AssertionError("np.load called")
+
+    monkeypatch.setattr(np, "load", no_load)
+    huge = _header_only(tmp_path / "image_feat.npy", (10**12, 4096), b"\0" * 100)  # 16 TB declared
+    with pytest.raises(DataValidationError, match=r"1000000000000 rows, expected 7050"):
+        read_feature_file(huge, n_items=7050)
+    with pytest.raises(DataValidationError, match=r"truncated: .* which takes 16384000000000\d{3} bytes"):
+        read_feature_file(huge, n_items=10**12)

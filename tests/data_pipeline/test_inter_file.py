@@ -1,3 +1,4 @@
+import gzip
 import time
 from pathlib import Path
 
@@ -41,6 +42,33 @@ def test_crlf_blank_lines_and_missing_final_newline(tmp_path):
     table = read_inter_file(write(tmp_path, "userID\titemID\tx_label\r\n1\t2\t0\r\n\r\n3\t4\t1"))
     np.testing.assert_array_equal(table.users, [1, 3])
     np.testing.assert_array_equal(table.lines, [2, 4])  # the blank line 3 is skipped, not renumbered
+
+
+def test_gzipped_file_reads_like_the_plain_one(tmp_path):
+    text = "userID\titemID\tx_label\n0\t5\t0\n12\t0\t2\n"
+    plain = read_inter_file(write(tmp_path, text))
+    packed = tmp_path / "toy.inter.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    table = read_inter_file(packed)
+    assert table.path == packed
+    for column in ("users", "items", "labels", "lines"):
+        np.testing.assert_array_equal(getattr(table, column), getattr(plain, column))
+
+
+def test_gzipped_file_errors_name_decompressed_lines(tmp_path):
+    packed = tmp_path / "toy.inter.gz"
+    packed.write_bytes(gzip.compress(b"userID\titemID\tx_label\n0\t5\t0\n1\tx\t0\n"))
+    with pytest.raises(DataValidationError, match=r"toy\.inter\.gz, line 3, column 'itemID': got 'x'"):
+        read_inter_file(packed)
+
+
+@pytest.mark.parametrize("cut", [0, 10, -9])
+def test_truncated_or_non_gzip_file_is_named(tmp_path, cut):
+    packed = tmp_path / "toy.inter.gz"
+    data = gzip.compress(b"userID\titemID\tx_label\n" + b"0\t1\t0\n" * 50)
+    packed.write_bytes(data[:cut] if cut else b"userID\titemID\tx_label\n")  # cut 0: plain text named .gz
+    with pytest.raises(DataValidationError, match=r"toy\.inter\.gz: not a complete gzip file .*expected"):
+        read_inter_file(packed)
 
 
 def test_missing_file_is_named(tmp_path):

@@ -20,8 +20,9 @@ def raw_examples(path, compression="GZIP"):
 def test_interactions_are_sharded_in_blocks_of_user_item_lists(tmp_path, small_blocks):
     users = np.arange(10, dtype=np.int64)
     items = users * 7 % 11
-    names = tfrecords.write_interactions(tmp_path, "train", users, items)
-    assert names == ["train-00000-of-00002.tfrecord.gz", "train-00001-of-00002.tfrecord.gz"]
+    shards = tfrecords.write_interactions(tmp_path, "train", users, items)
+    assert shards == [("train-00000-of-00002.tfrecord.gz", 6), ("train-00001-of-00002.tfrecord.gz", 4)]
+    names = [shard.name for shard in shards]
     first = raw_examples(tmp_path / names[0])
     assert [list(e.features.feature["user"].int64_list.value) for e in first] == [[0, 1, 2], [3, 4, 5]]
     last = raw_examples(tmp_path / names[1])
@@ -47,23 +48,22 @@ def test_feature_store_round_trip_one_example_per_item(tmp_path, small_blocks):
         "image": rng.standard_normal((5, 4)).astype(np.float32),
         "item_id": rng.random((5, 2)).astype(np.float32),
     }
-    names = tfrecords.write_features(tmp_path, features)
-    assert len(names) == 3
+    shards = tfrecords.write_features(tmp_path, features)
+    assert [shard.count for shard in shards] == [2, 2, 1]
+    names = [shard.name for shard in shards]
     assert names[0] == "features-00000-of-00003.tfrecord"  # uncompressed
     example = raw_examples(tmp_path / names[1], compression="")[0]  # item 2
     assert example.features.feature["item_id"].int64_list.value == [2]
     np.testing.assert_array_equal(
         example.features.feature["feat/image"].float_list.value, features["image"][2]
     )
-    back = tfrecords.read_features([tmp_path / n for n in names], {"image": 4, "item_id": 2})
+    item_ids, back = tfrecords.read_features([tmp_path / n for n in names], {"image": 4, "item_id": 2})
+    np.testing.assert_array_equal(item_ids, np.arange(5))
     for modality, values in features.items():
         np.testing.assert_array_equal(back[modality], values)
-
-
-def test_feature_store_out_of_order_is_detected(tmp_path, small_blocks):
-    names = tfrecords.write_features(tmp_path, {"image": np.zeros((4, 1), np.float32)})
-    with pytest.raises(ValueError, match="not in itemID order"):
-        tfrecords.read_features([tmp_path / n for n in reversed(names)], {"image": 1})
+    item_ids, back = tfrecords.read_features([tmp_path / names[2], tmp_path / names[0]], {"image": 4})
+    np.testing.assert_array_equal(item_ids, [4, 0, 1])  # in file order: checking it is the cache's job
+    np.testing.assert_array_equal(back["image"], features["image"][[4, 0, 1]])
 
 
 def test_serialized_examples_equal_the_protobuf_built_ones():

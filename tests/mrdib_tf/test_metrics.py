@@ -121,6 +121,43 @@ def test_hand_worked_example():
         assert got[key] == pytest.approx(value, rel=1e-12), key
 
 
+def test_cutoffs_beyond_a_small_catalogue_rank_it_all_and_count_missing_positions_as_misses():
+    # 3 items, K up to 5. User 0: item 1 is a training item (masked), truth {0}; ranked 2, 0, (1).
+    # User 1: nothing masked, truth {1, 2}; ranked 0, 1, 2.
+    scores = np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]])
+    d = 1 / np.log2(3)
+    # @3 = @5 except precision, whose denominator stays K (positions 4 and 5 hold no item, no hit):
+    #   user 0: hit at 2 -> recall 1, ndcg d / 1,               precision 1/3 | 1/5, map (1/2) / 1
+    #   user 1: hits 2,3 -> recall 1, ndcg (d + 1/2) / (1 + d), precision 2/3 | 2/5, map (1/2 + 2/3) / 2
+    whole_list = {
+        "recall": 1.0,
+        "ndcg": (d + (d + 0.5) / (1 + d)) / 2,  # (0.630930 + 0.693426) / 2 = 0.662178
+        "map": (0.5 + (0.5 + 2 / 3) / 2) / 2,  # 0.541667
+    }
+    expected = {f"{name}@{k}": value for name, value in whole_list.items() for k in (3, 5)}
+    expected.update({"precision@3": (1 / 3 + 2 / 3) / 2, "precision@5": (1 / 5 + 2 / 5) / 2})
+    expected.update({f"{name}@1": 0.0 for name in METRIC_NAMES})  # both rank a non-truth item first
+
+    got = evaluate_scores(scores, [[1], []], [[0], [1, 2]], ks=(1, 3, 5))
+
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_default_cutoffs_evaluate_a_catalogue_smaller_than_the_largest():
+    train, truth = user_items([[0], [1, 2]], 7), user_items([[3, 4], [0]], 7)
+    evaluator = FullRankingEvaluator(train, truth)  # K = 5, 10, 20, 50 over 7 items
+    users = np.array([[1.0], [1.0]], np.float32)
+    items = np.arange(7, 0, -1, dtype=np.float32)[:, None]  # item 0 scores highest
+    got = evaluator.evaluate(users, items)
+    # User 0 ranks 1, 2, 3, 4, 5, 6, (0): hits at 3 and 4. User 1 ranks 0, 3, 4, 5, 6, (1, 2): hit at 1.
+    assert got["recall@5"] == got["recall@50"] == 1.0
+    assert got["precision@10"] == pytest.approx((2 / 10 + 1 / 10) / 2)
+    assert got["precision@50"] == pytest.approx((2 / 50 + 1 / 50) / 2)
+    assert got["map@50"] == got["map@5"] == pytest.approx(((1 / 3 + 2 / 4) / 2 + 1) / 2)
+
+
 def test_only_train_items_are_masked():
     # Item 3 is a training item and scores highest; item 1 (ground truth) is next.
     scores = np.array([[0.2, 0.9, 0.1, 1.0, 0.0]])
@@ -183,8 +220,8 @@ def test_invalid_arguments_are_named():
         evaluate_scores(np.zeros((2, 3)), [[], []], [[1]], ks=(1,))
     with pytest.raises(ValueError, match="train_items"):
         evaluate_scores(np.zeros((1, 3)), [[3]], [[1]], ks=(1,))
-    with pytest.raises(ValueError, match=r"ks must be .* \[1, n_items=3\]"):
-        evaluate_scores(np.zeros((1, 3)), [[]], [[1]], ks=(5,))
+    with pytest.raises(ValueError, match=r"ks must be non-empty cutoffs >= 1; got \(0, 2\)"):
+        evaluate_scores(np.zeros((1, 3)), [[]], [[1]], ks=(0, 2))
     with pytest.raises(ValueError, match="nobody to evaluate"):
         evaluate_scores(np.zeros((1, 3)), [[]], [[]], ks=(1,))
     evaluator = FullRankingEvaluator(user_items([[0]], 3), user_items([[1]], 3), ks=(1,))

@@ -1,12 +1,14 @@
 """End-to-end `python -m trainers.fit` on a tiny synthetic dataset, checked against independent recomputation."""
 
+import gzip
 import json
 
 import keras
 import numpy as np
 import pytest
 
-from data_pipeline import load_dataset
+from data_pipeline import load_dataset, write_synthetic_dataset
+from data_pipeline.registry import DATA_DIR_ENV
 from mrdib_tf.config import RunConfig
 from mrdib_tf.metrics import evaluate_scores
 from mrdib_tf.recommender import build_recommender
@@ -71,3 +73,31 @@ def test_missing_feature_files_fail_with_a_clear_message(tmp_path, capsys):
     assert fit.main(["--data-dir", str(folder), "--run-dir", str(tmp_path / "run")]) == 2
     message = capsys.readouterr().err
     assert "image_feat.npy" in message and "text_feat.npy" in message
+
+
+def test_id_only_backbone_trains_on_a_gzipped_dataset_without_features(tiny_folder, tmp_path, monkeypatch):
+    (tmp_path / "ids").mkdir()
+    (tmp_path / "ids" / "ids.inter.gz").write_bytes(gzip.compress((tiny_folder / "tiny.inter").read_bytes()))
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    run_dir = tmp_path / "run"
+    argv = ["--dataset", "ids", "--backbone", "lightgcn", "--no-mrdib", "--epochs", "1",
+            "--batch-size", "256", "--run-dir", str(run_dir)]
+    assert fit.main(argv) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 1 and 0.0 <= metrics["test"]["recall@20"] <= 1.0
+
+
+def test_a_catalogue_smaller_than_the_largest_cutoff_trains_and_reports_every_cutoff(tmp_path):
+    folder = tmp_path / "small"
+    write_synthetic_dataset(folder, n_users=60, n_items=30, noise_dims=4, signal_dims=16,
+                            interactions_per_user=6, seed=1)
+    run_dir = tmp_path / "run"
+    argv = ["--data-dir", str(folder), "--no-mrdib", "--epochs", "2", "--batch-size", "64",
+            "--run-dir", str(run_dir)]
+    assert fit.main(argv) == 0
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    dataset = load_dataset(data_dir=folder)
+    assert dataset.n_items < 50
+    assert test["recall@50"] == 1.0  # the whole catalogue is ranked, so every test item is found
+    sizes = np.diff(dataset.test.indptr)
+    assert test["precision@50"] == pytest.approx(np.mean(sizes[sizes > 0]) / 50)  # all of them, over 50
