@@ -3,11 +3,14 @@
 MRdIB minimises I(z_a; z_b) between two modalities' codes. The estimate is the InfoNCE lower bound
 (van den Oord et al., 2018; Poole et al., ICML 2019) with a separable critic s(a, b) = f(a)^T g(b):
 
-    I_hat = log n + mean_i [ s(a_i, b_i) - logsumexp_j s(a_i, b_j) ],
+    I_hat = log m + mean_i [ s(a_i, b_i) - logsumexp_j s(a_i, b_j) ],
 
-every other row's b serving as a negative for a_i (the rows of a batch are i.i.d. draws, so a_i and
-b_j, j != i, are draws from p(a) p(b)). One [n, n] matrix product scores all pairs, and the bound needs
-no random pairing at all. It is at most log n, far above the codes' dependence at a batch of 2,048 rows.
+j running over the m rows of a_i's block: the batch is cut into blocks of about `block_size` rows, and
+every other row's b in the block serves as a negative for a_i (the rows of a batch are i.i.d. draws, so
+a_i and b_j, j != i, are draws from p(a) p(b)). A batched matrix product scores all pairs of a block, and
+the bound needs no random pairing at all. It is at most log m (6.2 nats for blocks of 512), far above
+the dependence between two modalities' codes; blocks rather than the whole batch of 2,048 rows cut the
+quadratic part of the cost fourfold for an estimate as close (`benchmarks/mi_estimator.py`).
 
 f and g are small MLPs on the codes standardised per dimension by the batch's mean and standard
 deviation. Mutual information is invariant to per-dimension affine maps, so standardising changes
@@ -27,19 +30,19 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-class Tower(NamedTuple):
-    """One side's variables: (kernel, bias) of each dense layer, and the input-to-output skip kernel."""
-
-    layers: list[tuple[keras.Variable, keras.Variable | None]]
-    skip: keras.Variable
-
-
 CRITIC_LEARNING_RATE = 1e-3
 """Adam learning rate of the critic's own optimizer: the studied rate whose estimate came closest to the truth
 (faster rates plateau lower, from noisier updates)."""
 
 CRITIC_STEPS_PER_TRAINING_STEP = 1
 """Critic updates per training step: a second update on the same batch doubled the cost and gained nothing."""
+
+
+class Tower(NamedTuple):
+    """One side's variables: (kernel, bias) of each dense layer, and the input-to-output skip kernel."""
+
+    layers: list[tuple[keras.Variable, keras.Variable | None]]
+    skip: keras.Variable
 
 
 def standardize(x: tf.Tensor, epsilon: float) -> tf.Tensor:
@@ -55,26 +58,27 @@ def standardize(x: tf.Tensor, epsilon: float) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="mrdib_tf")
 class Critic(keras.layers.Layer):
-    """s(a_i, b_j) = f(a_i)^T g(b_j) for all pairs of rows, f and g MLPs on standardised inputs.
+    """s(a_i, b_j) = f(a_i)^T g(b_j) for all pairs of rows within blocks, f and g MLPs on standardised inputs.
 
     Each of f and g is a two-layer ELU MLP plus a linear skip from its input to its output. The skip
     gives the critic the bilinear form a^T W b at once: a linear dependence spread over all code
     dimensions has a full-rank W, which a narrow MLP alone learns slowly. ELU rather than ReLU: the rest
     of the optimal critic for Gaussian codes is a smooth quadratic form, which a smooth activation fits
-    with fewer units and no dead units. `call` returns the [n, n] score matrix.
+    with fewer units and no dead units. `call` returns the [blocks, m, m] score matrices.
 
     Args:
         units: width of the hidden layers of f and g.
         embedding_dim: width of f's and g's outputs, whose dot products are the scores; at least the
             codes' width, or the bilinear part cannot reach every dimension.
+        block_size: the most rows a block may have: each row's negatives are the other rows of its block.
         epsilon: added to each column's batch variance; far below the variance of any informative code
             column, it bounds the gradient through a column that has collapsed to a constant.
         seed: seeds the random kernel initialisers, seed .. seed + 7 (None: Keras' global seed).
 
     Example:
         >>> critic = Critic(units=32, embedding_dim=16, seed=0)
-        >>> critic(tf.ones([5, 3]), tf.ones([5, 4])).shape
-        TensorShape([5, 5])
+        >>> critic(tf.random.normal([5, 3]), tf.random.normal([5, 4])).shape
+        TensorShape([1, 5, 5])
     """
 
     def __init__(
@@ -177,7 +181,7 @@ def info_nce(scores: tf.Tensor) -> tf.Tensor:
 
 
 def mutual_information(critic: Critic, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """The InfoNCE estimate of I(a; b) in nats from paired rows of a and b (at most log n).
+    """The InfoNCE estimate of I(a; b) in nats from paired rows of a and b (at most log of the block size).
 
     Differentiable in the critic's variables (ascend it to tighten the bound) and in a and b (descend it
     to remove shared information). Rows must be i.i.d. draws: a row repeated in the batch is a negative
