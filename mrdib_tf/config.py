@@ -46,7 +46,9 @@ class RunConfig:
     placement: str = _setting(
         "views", "where MGCN exposes h_m to MRdIB: 'views' (propagated item views) or 'features' (projected features)"
     )
-    critic_lr: float = _setting(1e-3, "Adam learning rate of MRdIB's mutual-information critics")
+    critic_lr: float | None = _setting(
+        None, "Adam learning rate of MRdIB's mutual-information critics (default: mrdib_tf.mine.CRITIC_LEARNING_RATE)"
+    )
     fusion_head: bool = _setting(False, "add a separate MRdIB synergy head (the backbone's loss is the synergy term otherwise)")
     epochs: int = _setting(1000, "maximum number of epochs")
     patience: int = _setting(20, "stop after this many epochs without a better validation metric")
@@ -94,7 +96,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                 help=help_text,
             )
         else:
-            kind = {"int": int, "float": float}.get(setting.type, str)
+            kind = {"int": int, "float": float}.get(setting.type.split(" | ")[0], str)
             parser.add_argument(flag, dest=setting.name, type=kind, default=setting.default,
                                 help=f"{help_text} (default: {setting.default})")
 

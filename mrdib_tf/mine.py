@@ -31,11 +31,9 @@ import keras
 import tensorflow as tf
 
 CRITIC_LEARNING_RATE = 1e-3
-"""Adam learning rate of the critic's own optimizer: the studied rate whose estimate came closest to the truth
-(faster rates plateau lower, from noisier updates)."""
-
-CRITIC_STEPS_PER_TRAINING_STEP = 1
-"""Critic updates per training step: a second update on the same batch doubled the cost and gained nothing."""
+"""Adam learning rate of the critic's own optimizer, one update per training step: the studied rate whose
+estimate came closest to the truth (faster rates plateau lower, from noisier updates; a second update on
+the same batch doubled the cost and gained nothing)."""
 
 
 class Tower(NamedTuple):
@@ -156,12 +154,7 @@ class Critic(keras.layers.Layer):
         block_size divides n) are not scored.
         """
         fa, gb = self.embed(a, self.tower_a), self.embed(b, self.tower_b)
-        n = tf.shape(fa)[0]
-        blocks = (n + self.block_size - 1) // self.block_size
-        rows = n // blocks
-        shape = tf.stack([blocks, rows, self.embedding_dim])
-        fa, gb = tf.reshape(fa[: blocks * rows], shape), tf.reshape(gb[: blocks * rows], shape)
-        return tf.matmul(fa, gb, transpose_b=True)
+        return tf.matmul(in_blocks(fa, self.block_size), in_blocks(gb, self.block_size), transpose_b=True)
 
     def get_config(self) -> dict:
         return {
@@ -174,17 +167,39 @@ class Critic(keras.layers.Layer):
         }
 
 
-def info_nce(scores: tf.Tensor) -> tf.Tensor:
-    """log m + mean over blocks and rows i of [scores_ii - logsumexp_j scores_ij], for [blocks, m, m] scores."""
-    m = tf.cast(tf.shape(scores)[-1], scores.dtype)
-    return tf.math.log(m) + tf.reduce_mean(tf.linalg.diag_part(scores) - tf.reduce_logsumexp(scores, axis=-1))
+def in_blocks(x: tf.Tensor, block_size: int) -> tf.Tensor:
+    """The rows of x [n, ...] as [blocks, m, ...]: ceil(n / block_size) blocks of m = n // blocks rows each
+    (the n mod blocks rows left over, none when block_size divides n, are dropped)."""
+    n = tf.shape(x)[0]
+    blocks = (n + block_size - 1) // block_size
+    rows = n // blocks
+    return tf.reshape(x[: blocks * rows], tf.concat([tf.stack([blocks, rows]), tf.shape(x)[1:]], axis=0))
 
 
-def mutual_information(critic: Critic, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+def info_nce(scores: tf.Tensor, same_item: tf.Tensor | None = None) -> tf.Tensor:
+    """mean over blocks and rows i of [scores_ii - logsumexp_{j in C_i} scores_ij + log |C_i|] for [blocks, m, m]
+    scores, C_i every row of i's block (or, with the boolean `same_item` [blocks, m, m], every row but i's
+    repeats: another row of the same item is no draw from the product of the marginals)."""
+    diagonal = tf.linalg.diag_part(scores)
+    if same_item is None:
+        candidates = tf.cast(tf.shape(scores)[-1], scores.dtype)
+        return tf.reduce_mean(diagonal - tf.reduce_logsumexp(scores, axis=-1) + tf.math.log(candidates))
+    excluded = tf.logical_and(same_item, tf.logical_not(tf.eye(tf.shape(scores)[-1], dtype=tf.bool)))
+    scores = tf.where(excluded, tf.constant(-float("inf"), scores.dtype), scores)
+    candidates = tf.reduce_sum(tf.cast(tf.logical_not(excluded), scores.dtype), axis=-1)
+    return tf.reduce_mean(diagonal - tf.reduce_logsumexp(scores, axis=-1) + tf.math.log(candidates))
+
+
+def mutual_information(critic: Critic, a: tf.Tensor, b: tf.Tensor, items: tf.Tensor | None = None) -> tf.Tensor:
     """The InfoNCE estimate of I(a; b) in nats from paired rows of a and b (at most log of the block size).
 
     Differentiable in the critic's variables (ascend it to tighten the bound) and in a and b (descend it
-    to remove shared information). Rows must be i.i.d. draws: a row repeated in the batch is a negative
-    identical to its positive.
+    to remove shared information). Rows must be i.i.d. draws. `items` [n], when given, names the item
+    of each row: rows of a repeated item (popular items repeat within a batch) are then not used as each
+    other's negatives.
     """
-    return info_nce(critic(a, b))
+    scores = critic(a, b)
+    if items is None:
+        return info_nce(scores)
+    blocked = in_blocks(items, critic.block_size)
+    return info_nce(scores, tf.equal(blocked[:, :, None], blocked[:, None, :]))

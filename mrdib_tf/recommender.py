@@ -86,7 +86,7 @@ class Recommender(keras.Model):
         losses.update(self.backbone.extra_losses(views, users, pos_rows))
         total = tf.add_n([losses[name] for name in losses])
         if bottleneck is not None:
-            auxiliary = dict(self.regularizer.auxiliary_losses(bottleneck, users))
+            auxiliary = dict(self.regularizer.auxiliary_losses(bottleneck, users, pos_items))
             losses["mrdib"] = auxiliary.pop("total")
             losses.update(auxiliary)
             total += losses["mrdib"]

@@ -19,7 +19,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from mrdib_tf.losses import bpr_loss
-from mrdib_tf.mine import Critic, mine_lower_bound
+from mrdib_tf.mine import Critic, mutual_information
 from mrdib_tf.sampling import derived_seed, standard_normal
 
 tfd = tfp.distributions
@@ -30,7 +30,7 @@ SIGMA_FLOOR = 1e-4
 #: Keeps the per-dimension spread positive on a constant (dead) code dimension.
 SPREAD_EPSILON = 1e-12
 # Purposes mixed into derived seeds, so no two branches (or runs) share a random stream.
-_NOISE, _MI_SHIFT, _CRITIC_INIT, _HEAD_INIT = range(4)
+_NOISE, _CRITIC_INIT, _HEAD_INIT = range(3)
 #: Whose per-dimension spread the prior is matched to (see `MRdIBRegularizer`).
 PRIOR_SCALES = ("codes", "inputs")
 #: Width of the fusion head's hidden layer and output.
@@ -50,8 +50,6 @@ class Bottleneck:
         priors: modality -> the matched prior N(c_m, s_m^2) the KL is taken against, same shapes.
         positives, negatives: modality -> the codes of the batch's positive / negative items, standardised
             by (c_m, s_m): what the decoders, the critic and the fusion head read.
-        step: the step's counter (int32 scalar) that the noise and the critic's pairing derive from;
-            None at inference.
     """
 
     codes: dict[str, tf.Tensor]
@@ -59,7 +57,6 @@ class Bottleneck:
     priors: dict[str, tfd.Distribution]
     positives: dict[str, tf.Tensor]
     negatives: dict[str, tf.Tensor]
-    step: tf.Tensor | None = None
 
 
 class _Decoder(keras.layers.Layer):
@@ -175,8 +172,8 @@ class MRdIBRegularizer(keras.layers.Layer):
     The heads read codes standardised by (c_m, s_m), so their losses do not depend on the scale of h_m.
 
     Noise: the reparameterized sample mu + s sigma eps draws eps with `mrdib_tf.sampling.standard_normal`
-    (counter-based, fast under XLA on CPU); every modality and every critic pairing has its own stream,
-    derived from (`seed`, branch) and a step counter, so no two branches or seeds share noise. The
+    (counter-based, fast under XLA on CPU); every modality has its own stream, derived from (`seed`,
+    modality) and a step counter, so no two modalities or seeds share noise. The
     posteriors and priors are TFP distributions and the KL is TFP's.
 
     alpha_kl = 0 makes the encoder deterministic (z_m = mu_m: no sigma head, no noise). All alphas 0
@@ -346,7 +343,7 @@ class MRdIBRegularizer(keras.layers.Layer):
         original = {m: tf.convert_to_tensor(representations[m]) for m in self.modalities}
         rows = tf.concat([pos_rows, neg_rows], axis=0)
         batch_size = tf.shape(pos_rows)[0]
-        step = self._next_step() if training and (self.stochastic or self.pairs) else None
+        step = self._next_step() if training and self.stochastic else None
         codes, posteriors, priors, positives, negatives = {}, {}, {}, {}, {}
         # On the main path every row is encoded (the backbone may mix items); off it, the batch's only.
         if self.codes_on_main_path:
@@ -376,7 +373,7 @@ class MRdIBRegularizer(keras.layers.Layer):
             standardized = (batch_rows(z) - center) / spread
             positives[m], negatives[m] = standardized[:batch_size], standardized[batch_size:]
             codes[m] = z if self.codes_on_main_path else original[m]
-        return Bottleneck(codes, posteriors, priors, positives, negatives, step)
+        return Bottleneck(codes, posteriors, priors, positives, negatives)
 
     def _next_step(self) -> tf.Tensor:
         """This training step's counter: the step component of `step_counter`, advanced by one."""
@@ -391,12 +388,16 @@ class MRdIBRegularizer(keras.layers.Layer):
             return {m: tf.convert_to_tensor(representations[m]) for m in self.modalities}
         return {m: self.mu[m](representations[m]) for m in self.modalities}
 
-    def auxiliary_losses(self, bottleneck: Bottleneck, users: tf.Tensor) -> dict[str, tf.Tensor]:
+    def auxiliary_losses(
+        self, bottleneck: Bottleneck, users: tf.Tensor, pos_items: tf.Tensor | None = None
+    ) -> dict[str, tf.Tensor]:
         """The raw enabled terms ("kl", "mi_estimate", "unique", "synergy") and their weighted "total".
 
         Args:
             bottleneck: what `encode` returned for this step.
             users: [b] the batch's user ids (the heads' own user tables are indexed by them).
+            pos_items: [b] the batch's positive item ids, so that the critic never takes a repeat of an
+                item for a draw from the product of the marginals; None when the rows never repeat.
 
         "total" = alpha_kl * kl + alpha_mi * mi_estimate + alpha_unique * unique + synergy: the paper's
         L without the backbone's own loss; exactly 0.0 when nothing is enabled. The critics' variables
@@ -409,12 +410,9 @@ class MRdIBRegularizer(keras.layers.Layer):
                     tf.reduce_mean(tfd.kl_divergence(q, bottleneck.priors[m])) for m, q in bottleneck.posteriors.items()
                 ])
             if self.pairs:
-                step = bottleneck.step if bottleneck.step is not None else self._next_step()
                 losses["mi_estimate"] = tf.add_n([
-                    mine_lower_bound(
-                        critic, bottleneck.positives[a], bottleneck.positives[b], self._stream(_MI_SHIFT, k, step)
-                    )
-                    for k, (critic, (a, b)) in enumerate(zip(self.critics, self.pairs))
+                    mutual_information(critic, bottleneck.positives[a], bottleneck.positives[b], pos_items)
+                    for critic, (a, b) in zip(self.critics, self.pairs)
                 ])
             if self.decoders:
                 losses["unique"] = tf.add_n([

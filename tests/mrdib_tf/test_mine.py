@@ -15,7 +15,6 @@ import tensorflow as tf
 from mrdib_tf import mine
 from mrdib_tf.mine import (
     CRITIC_LEARNING_RATE,
-    CRITIC_STEPS_PER_TRAINING_STEP,
     Critic,
     info_nce,
     mutual_information,
@@ -168,17 +167,16 @@ def _pair(seed, rho, scale=0.0025, offset=0.01, rows=BATCH):
 
 
 def _train_as_training_does(critic, rho, steps):
-    """The critic's own Adam at CRITIC_LEARNING_RATE, CRITIC_STEPS_PER_TRAINING_STEP updates per fresh batch."""
+    """The critic's own Adam at CRITIC_LEARNING_RATE, one update per fresh batch."""
     optimizer = keras.optimizers.Adam(CRITIC_LEARNING_RATE)
 
     @tf.function(jit_compile=True)
     def training_step(step):
         a, b = _pair(tf.stack([step, 0]), rho)
-        for _ in range(CRITIC_STEPS_PER_TRAINING_STEP):
-            with tf.GradientTape() as tape:
-                loss = -mutual_information(critic, a, b)
-            gradients = tape.gradient(loss, critic.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, critic.trainable_variables))
+        with tf.GradientTape() as tape:
+            loss = -mutual_information(critic, a, b)
+        gradients = tape.gradient(loss, critic.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, critic.trainable_variables))
 
     for step in range(steps):
         training_step(tf.constant(step))
@@ -241,3 +239,27 @@ def test_a_model_holding_the_critic_round_trips_through_keras_saving(tmp_path):
     layer = reloaded.get_layer("critic")
     assert isinstance(layer, Critic) and layer.get_config() == config
     np.testing.assert_allclose(reloaded([a, b]).numpy(), expected, rtol=1e-6)
+
+
+def test_rows_of_a_repeated_item_are_not_each_others_negatives():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(1, 4, 4))
+    items = np.array([7, 2, 7, 5])
+    same = items[:, None] == items[None, :]
+    got = float(info_nce(tf.constant(scores), tf.constant(same[None])))
+    want = []
+    for i in range(4):
+        candidates = [j for j in range(4) if j == i or items[j] != items[i]]
+        want.append(scores[0, i, i] - np.log(np.exp(scores[0, i, candidates]).sum()) + np.log(len(candidates)))
+    np.testing.assert_allclose(got, np.mean(want), rtol=1e-6)
+    critic = Critic(units=4, embedding_dim=3, block_size=2, seed=0)
+    a, b = tf.constant(rng.normal(size=(4, 3)), tf.float32), tf.constant(rng.normal(size=(4, 3)), tf.float32)
+    critic(a, b)
+    for variable in critic.trainable_variables:
+        variable.assign(rng.normal(size=variable.shape).astype(np.float32))
+    blocked = critic(a, b).numpy()  # blocks [0, 1] and [2, 3]: items 7, 2 and 7, 5 have no repeat within a block
+    np.testing.assert_allclose(float(mutual_information(critic, a, b, tf.constant(items))),
+                               float(info_nce(tf.constant(blocked))), rtol=1e-6)
+    critic.block_size = 4  # one block: item 7's two rows are masked from each other
+    np.testing.assert_allclose(float(mutual_information(critic, a, b, tf.constant(items))),
+                               float(info_nce(critic(a, b), tf.constant(same[None]))), rtol=1e-6)
