@@ -16,10 +16,13 @@ import numpy as np
 import tensorflow as tf
 
 from mrdib_tf.metrics import FullRankingEvaluator
+from mrdib_tf.mine import CRITIC_LEARNING_RATE
 from mrdib_tf.config import RunConfig
 from mrdib_tf.recommender import build_recommender
 
 logger = logging.getLogger(__name__)
+#: PyTorch's default, which MMRec trains with (Keras' is 1e-7).
+ADAM_EPSILON = 1e-8
 
 
 @dataclass
@@ -110,8 +113,8 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.verbose = verbose
-        self.optimizer = keras.optimizers.Adam(learning_rate=config.lr)
-        self.critic_optimizer = keras.optimizers.Adam(learning_rate=config.critic_lr)
+        self.optimizer = keras.optimizers.Adam(learning_rate=config.lr, epsilon=ADAM_EPSILON)
+        self.critic_optimizer = keras.optimizers.Adam(learning_rate=config.critic_lr or CRITIC_LEARNING_RATE)
         self.valid_evaluator = FullRankingEvaluator(
             dataset.train, dataset.valid, batch_users=config.eval_batch_users
         )

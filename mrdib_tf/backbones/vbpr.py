@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import keras
@@ -57,10 +58,12 @@ class VBPR(Backbone):
             name="item_factors", shape=(n_items, embedding_dim), initializer="glorot_uniform"
         )
         self.features = {m: self._table(f"{m}_features", features[m]) for m in self.modalities}
+        # MMRec's single layer over the concatenated features is Xavier-normal with fan-in the total
+        # feature width; each modality's block of it is what its projection here starts as.
+        total_width = sum(features[m].shape[1] for m in self.modalities)
+        initializer = keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / (total_width + embedding_dim)))
         self.projections = {
-            m: keras.layers.Dense(
-                embedding_dim, use_bias=False, kernel_initializer="glorot_normal", name=f"{m}_projection"
-            )
+            m: keras.layers.Dense(embedding_dim, use_bias=False, kernel_initializer=initializer, name=f"{m}_projection")
             for m in self.modalities
         }
         for modality, projection in self.projections.items():

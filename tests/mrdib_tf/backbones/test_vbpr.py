@@ -81,3 +81,13 @@ def test_compiles_under_xla():
 def test_rejects_features_with_the_wrong_number_of_rows():
     with pytest.raises(ValueError, match="image.*n_items=6"):
         VBPR(4, 6, {"image": np.zeros((5, 2), np.float32)})
+
+
+def test_projections_start_as_the_blocks_of_mmrecs_single_xavier_normal_layer():
+    """MMRec projects the concatenated features with one Xavier-normal layer: std sqrt(2 / (total width + d))."""
+    features = {"image": np.zeros((3, 512), np.float32), "text": np.zeros((3, 256), np.float32)}
+    model = VBPR(2, 3, features, embedding_dim=64)
+    kernels = np.concatenate([model.projections[m].kernel.numpy() for m in ("image", "text")])
+    want = np.sqrt(2.0 / (768 + 64))
+    assert abs(kernels.std() / want - 1) < 0.02, (kernels.std(), want)
+    assert abs(kernels.mean()) < 4 * want / np.sqrt(kernels.size)
