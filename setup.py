@@ -23,6 +23,7 @@ setup(
         "keras-tuner==1.4.8",
         "tensorboard==2.21.0",
         "numpy==2.4.6",
+        "h5py>=3.10",  # checkpoints are read directly (Keras writes them)
         "scipy>=1.13",
         "scikit-learn>=1.5",
         "matplotlib>=3.9",

@@ -29,9 +29,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training_speed import load, timed_epoch, warmed_up_trainer  # the same datasets and timing
+from training_speed import TimedModel, load  # the same datasets and timing
 
-from mrdib_tf.config import RunConfig  # noqa: E402
+from mrdib_tf.experiments.config import RunConfig  # noqa: E402
 
 #: our backbone name -> (MMRec's model name, its overrides at our defaults)
 BACKBONES = {
@@ -89,18 +89,13 @@ def main() -> None:
         if ours_name == "sports":
             print("# sports: real interaction graph, RANDOM features of the real shapes (image 4096-d, text 384-d)")
         for backbone in args.backbones.split(","):
-            trainer, batches = warmed_up_trainer(
-                dataset, RunConfig(backbone=backbone, mrdib=False, jit_compile=True)
-            )
+            ours = TimedModel(dataset, RunConfig(backbone=backbone, mrdib=False, jit_compile=True), "fit")
             times = {"ours": ([], []), "mmrec": ([], [])}
             model, overrides = BACKBONES[backbone]
-            for round_ in range(args.rounds):
+            for _ in range(args.rounds):
                 for framework in ("ours", "mmrec"):
                     if framework == "ours":
-                        first = 1 + round_ * args.epochs
-                        training, evaluating = zip(*(
-                            timed_epoch(trainer, batches, epoch) for epoch in range(first, first + args.epochs)
-                        ))
+                        training, evaluating = ours.epochs(args.epochs)
                     else:
                         training, evaluating = mmrec_epoch_seconds(
                             args, model, mmrec_name, overrides, args.epochs

@@ -25,7 +25,7 @@ others at their counterpart's) at 2 nats and every scale, the chosen one also at
 gradient w.r.t. the inputs is usable: a step of the codes b against it, 10% of their spread, and the
 mutual information left afterwards (Gaussian formula on the batch's per-dimension correlations).
 
-With --diagnostics it prints one other table instead: `mrdib_tf.diagnostics.estimate_mutual_information`
+With --diagnostics it prints one other table instead: `mrdib_tf.experiments.diagnostics.estimate_mutual_information`
 (a fresh critic on frozen codes, early-stopped, estimated on held-out rows) on 6,700 rows (tiktok's
 items) of known-MI Gaussians at scale 0.0025, 64-d and 8-d, after 300 and 1,000 critic steps.
 
@@ -53,7 +53,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mrdib_tf.diagnostics import estimate_mutual_information  # noqa: E402
+from mrdib_tf.experiments.diagnostics import estimate_mutual_information  # noqa: E402
 from mrdib_tf.mine import Critic, Tower, mutual_information, standardize  # noqa: E402
 from mrdib_tf.sampling import seed_state, splitmix64, standard_normal  # noqa: E402
 
@@ -398,7 +398,7 @@ GRADIENT_CASE = Case(2.0)
 
 def diagnostics_table(rows: int = 6700, steps: Sequence[int] = (300, 1000)) -> None:
     """`estimate_mutual_information` against the truth on `rows` known-MI Gaussian pairs."""
-    print(f"\n(5) mrdib_tf.diagnostics.estimate_mutual_information on {rows} rows, scale 0.0025: estimate (error)")
+    print(f"\n(5) mrdib_tf.experiments.diagnostics.estimate_mutual_information on {rows} rows, scale 0.0025: estimate (error)")
     print(f"{'dims':>5}{'MI':>12}" + "".join(f"  {f'{s} steps':>12}" for s in steps))
     rng = np.random.default_rng(0)
     for dims, mi, correlated in [(64, 0.0, 64), (64, 0.5, 64), (64, 1.0, 64), (64, 2.0, 64), (64, 3.0, 64),

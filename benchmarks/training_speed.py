@@ -1,10 +1,12 @@
 """Seconds per training epoch and per full-ranking evaluation, every variant timed side by side.
 
-Variants are timed round-robin (variant A epoch, variant B epoch, ..., repeated), after one warm-up
-epoch each that absorbs tracing and XLA compilation, so the ratios compare like with like on a noisy,
-shared machine. Ratios are against the first variant of the same dataset and backbone. The `alphaN=0`
-variants drop one MRdIB branch each (alpha1: the sampled bottleneck and its KL; alpha2: the MINE
-critic; alpha3: the unique decoders), which shows what each branch costs.
+Variants are timed round-robin (variant A's epochs, variant B's, ..., repeated), after one warm-up epoch
+each that absorbs tracing and XLA compilation, so the ratios compare like with like on a noisy, shared
+machine. Ratios are against the first variant of the same dataset and backbone. Each variant trains
+with Keras' `Model.fit` (the project's path), except the `loop` variants: the same compiled train step
+driven by a hand-written loop that reads every step's loss back, as the project trained before it moved
+to `Model.fit`. The `alpha_*=0` variants drop one MRdIB branch each (the sampled bottleneck and its KL;
+the critic; the unique decoders), which shows what each branch costs.
 
     python benchmarks/training_speed.py                       # tiktok and sports, VBPR, LightGCN and MGCN
     python benchmarks/training_speed.py --datasets tiktok --repeats 5
@@ -22,7 +24,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,26 +33,31 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data_pipeline import load_dataset  # noqa: E402
-from mrdib_tf.config import RunConfig  # noqa: E402
-from mrdib_tf.recommender import build_recommender  # noqa: E402
-from mrdib_tf.training import Trainer  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mrdib_tf.callbacks import FullRankingValidation  # noqa: E402
+from mrdib_tf.experiments.config import RunConfig  # noqa: E402
+from mrdib_tf.experiments.models import build_recommender  # noqa: E402
+from mrdib_tf.experiments.training import ADAM_EPSILON, EpochReport  # noqa: E402
+from mrdib_tf.metrics import FullRankingEvaluator  # noqa: E402
 
 SPORTS_FEATURE_DIMS = {"image": 4096, "text": 384}
 
 #: (label, backbone, settings) per variant; the first of each backbone is the reference for its ratios.
 VARIANTS = [
-    ("vbpr  xla  bare", "vbpr", {"jit_compile": True, "mrdib": False}),
-    ("vbpr  xla  mrdib", "vbpr", {"jit_compile": True, "mrdib": True}),
-    ("vbpr  xla  mrdib alpha2=0", "vbpr", {"jit_compile": True, "mrdib": True, "alpha2": 0.0}),
-    ("vbpr  xla  mrdib alpha3=0", "vbpr", {"jit_compile": True, "mrdib": True, "alpha3": 0.0}),
-    ("vbpr  xla  mrdib alpha1=0", "vbpr", {"jit_compile": True, "mrdib": True, "alpha1": 0.0}),
-    ("vbpr  no-xla bare", "vbpr", {"jit_compile": False, "mrdib": False}),
-    ("vbpr  no-xla mrdib", "vbpr", {"jit_compile": False, "mrdib": True}),
-    ("lightgcn xla", "lightgcn", {"jit_compile": True, "mrdib": False}),
-    ("lightgcn no-xla", "lightgcn", {"jit_compile": False, "mrdib": False}),
-    ("mgcn  xla  bare", "mgcn", {"jit_compile": True, "mrdib": False}),
-    ("mgcn  xla  mrdib", "mgcn", {"jit_compile": True, "mrdib": True}),
-    ("mgcn  xla  mrdib alpha1=0", "mgcn", {"jit_compile": True, "mrdib": True, "alpha1": 0.0}),
+    ("vbpr  fit  bare", "vbpr", "fit", {"mrdib": False}),
+    ("vbpr  loop bare", "vbpr", "loop", {"mrdib": False}),
+    ("vbpr  fit  mrdib", "vbpr", "fit", {"mrdib": True}),
+    ("vbpr  loop mrdib", "vbpr", "loop", {"mrdib": True}),
+    ("vbpr  fit  mrdib alpha_mi=0", "vbpr", "fit", {"mrdib": True, "alpha_mi": 0.0}),
+    ("vbpr  fit  mrdib alpha_unique=0", "vbpr", "fit", {"mrdib": True, "alpha_unique": 0.0}),
+    ("vbpr  fit  mrdib alpha_kl=0", "vbpr", "fit", {"mrdib": True, "alpha_kl": 0.0}),
+    ("lightgcn fit", "lightgcn", "fit", {"mrdib": False}),
+    ("lightgcn loop", "lightgcn", "loop", {"mrdib": False}),
+    ("mgcn  fit  bare", "mgcn", "fit", {"mrdib": False}),
+    ("mgcn  loop bare", "mgcn", "loop", {"mrdib": False}),
+    ("mgcn  fit  mrdib", "mgcn", "fit", {"mrdib": True}),
+    ("mgcn  fit  mrdib alpha_kl=0", "mgcn", "fit", {"mrdib": True, "alpha_kl": 0.0}),
 ]
 
 
@@ -67,37 +73,64 @@ def load(name: str, sports_dir: Path):
     return dataclasses.replace(dataset, features=features)
 
 
-def warmed_up_trainer(dataset, config: RunConfig) -> tuple[Trainer, Iterator]:
-    """A built trainer and its batch stream, after one untimed epoch and evaluation (tracing, XLA)."""
-    keras.utils.set_random_seed(config.seed)
-    trainer = Trainer(build_recommender(dataset, config), dataset, config, verbose=False)
-    trainer.build()
-    batches = trainer.batch_stream()
-    timed_epoch(trainer, batches, 0)
-    return trainer, batches
+class TimedModel:
+    """A compiled model of one variant and its data; `epochs(k)` trains k more epochs and times them."""
 
+    def __init__(self, dataset, config: RunConfig, driver: str) -> None:
+        keras.utils.set_random_seed(config.seed)
+        self.dataset, self.config, self.driver = dataset, config, driver
+        self.model = build_recommender(dataset, config)
+        self.model.build()
+        self.model.compile(optimizer=keras.optimizers.Adam(config.lr, epsilon=ADAM_EPSILON),
+                           jit_compile=config.jit_compile)
+        self.validation = FullRankingValidation(FullRankingEvaluator(dataset.train, dataset.valid),
+                                                jit_compile=config.jit_compile)
+        self.validation.set_model(self.model)
+        self.steps = dataset.steps_per_epoch(config.batch_size)
+        self.batches = dataset.train_epochs(config.batch_size, config.seed, negative_pool=config.negative_pool)
+        self.iterator = iter(self.batches)
+        self.step = tf.function(self._step, jit_compile=config.jit_compile)
+        self.epochs(1)  # warm-up: tracing and XLA compilation
 
-def timed_epoch(trainer: Trainer, batches: Iterator, epoch: int) -> tuple[float, float]:
-    """(seconds of training epoch `epoch`, seconds of the validation evaluation after it)."""
-    start = time.perf_counter()
-    trainer.train_epoch(epoch, batches)
-    trained = time.perf_counter()
-    trainer.evaluate(trainer.valid_evaluator)
-    return trained - start, time.perf_counter() - trained
+    def _step(self, batch):
+        with tf.GradientTape() as tape:
+            loss = self.model.compute_loss(y_pred=self.model(batch, training=True))
+        variables = self.model.trainable_variables
+        self.model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    def epochs(self, count: int) -> tuple[list[float], list[float]]:
+        """(seconds of each training epoch, seconds of each validation evaluation after it)."""
+        if self.driver == "fit":
+            report = EpochReport(self.config.valid_metric, verbose=False)
+            self.model.fit(self.batches, epochs=count, steps_per_epoch=self.steps, verbose=0, shuffle=False,
+                           callbacks=[self.validation, report])
+            return report.epoch_seconds, [row["valid_seconds"] for row in report.history]
+        training, evaluating = [], []
+        for _ in range(count):
+            start = time.perf_counter()
+            for _ in range(self.steps):
+                float(self.step(next(self.iterator)))  # the loss read back every step, as the old loop did
+            trained = time.perf_counter()
+            self.validation.evaluate()
+            training.append(trained - start)
+            evaluating.append(time.perf_counter() - trained)
+        return training, evaluating
 
 
 def time_variants(dataset, backbones: list[str], repeats: int) -> list[tuple[str, list, list]]:
-    trainers = [
-        (label, *warmed_up_trainer(dataset, RunConfig(backbone=backbone, **settings)), [], [])
-        for label, backbone, settings in VARIANTS
+    models = [
+        (label, TimedModel(dataset, RunConfig(backbone=backbone, **settings), driver), [], [])
+        for label, backbone, driver, settings in VARIANTS
         if backbone in backbones
     ]
-    for repeat in range(repeats):
-        for label, trainer, batches, epochs, evals in trainers:
-            epoch_seconds, eval_seconds = timed_epoch(trainer, batches, repeat + 1)
-            epochs.append(epoch_seconds)
-            evals.append(eval_seconds)
-    return [(label, epochs, evals) for label, _, _, epochs, evals in trainers]
+    for _ in range(repeats):
+        for _, timed, epochs, evals in models:
+            # two epochs a turn, the second timed: a fit call's set-up (its data iterator) is not an epoch's
+            training, evaluating = timed.epochs(2)
+            epochs.append(training[-1])
+            evals.append(evaluating[-1])
+    return [(label, epochs, evals) for label, _, epochs, evals in models]
 
 
 def main() -> None:

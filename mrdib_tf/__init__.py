@@ -1,29 +1,32 @@
 """mrdib-tf: MRdIB as a plug-and-play training regularizer for multimodal recommenders (Keras 3).
 
-    from mrdib_tf import MRdIBRegularizer, Recommender, RunConfig, train
-    result, run_dir = train(RunConfig(dataset="tiktok", backbone="vbpr"))
-
-Names are imported on first use, so light modules (the config, the report) load without TensorFlow.
+The library: `MRdIBRegularizer` (a Keras layer to put in your own model), the backbones it wraps, the
+full-ranking evaluator and validation callback, and the TF Serving export. Experiment tooling (run
+configuration, training runs, tuning, ablation, reports) lives in `mrdib_tf.experiments`.
 """
 
-import importlib
+from mrdib_tf.backbones import MGCN, VBPR, Backbone, LightGCN
+from mrdib_tf.bottleneck import ModalityBottleneck
+from mrdib_tf.callbacks import FullRankingValidation, NonFiniteLossGuard
+from mrdib_tf.heads import PreferenceHead
+from mrdib_tf.metrics import FullRankingEvaluator, evaluate_scores
+from mrdib_tf.mine import Critic, mutual_information
+from mrdib_tf.recommender import Recommender
+from mrdib_tf.regularizer import MRdIBRegularizer
 
-_EXPORTS = {
-    "MRdIBRegularizer": "mrdib_tf.regularizer",
-    "Recommender": "mrdib_tf.recommender",
-    "build_recommender": "mrdib_tf.recommender",
-    "RunConfig": "mrdib_tf.config",
-    "Trainer": "mrdib_tf.training",
-    "train": "mrdib_tf.training",
-    "evaluate_scores": "mrdib_tf.metrics",
-    "FullRankingEvaluator": "mrdib_tf.metrics",
-    "load_trained_run": "mrdib_tf.runs",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mrdib_tf' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__ = [
+    "Backbone",
+    "Critic",
+    "FullRankingEvaluator",
+    "FullRankingValidation",
+    "LightGCN",
+    "MGCN",
+    "MRdIBRegularizer",
+    "ModalityBottleneck",
+    "NonFiniteLossGuard",
+    "PreferenceHead",
+    "Recommender",
+    "VBPR",
+    "evaluate_scores",
+    "mutual_information",
+]

@@ -25,13 +25,15 @@ Defined answers, never an error:
   `item_ids` -1 and `scores` -inf (so scores stay non-increasing along each row).
 - Empty batch: outputs with a 0-length batch dimension ([0, K] and [0]).
 
-BruteForce has no exclusion argument, so the index is asked for C = min(K + T, n_items) candidates,
-T the most training items of the users asked; removing each user's training items (looked up by binary
-search in the sorted keys user * n_items + item) leaves at least min(K, items the user has not trained
-on), so the result is exactly the full-ranking top-K with training items masked (ties: lower item id
-first). The index's top-C dominates latency and training counts are heavy-tailed (tiktok: median 2,
-max 603), so a batch is answered in two such exact passes: all users with T capped at `light_items`
-(default K), then only the users with more training items than that, with their own T.
+Exclusion. TFRS's `query_with_exclusions` takes the exclusions as one dense [batch, T] id matrix and
+asks the index for K + T candidates for every user, T the widest row. Training counts are heavy-tailed
+(tiktok: median 2, max 603), so one heavy user would make every user's top-k that long, and the index's
+top-k dominates latency. Here the index is asked for C = min(K + T, n_items) candidates in two exact
+passes: all users with T capped at `light_items` (default K), then only the users with more training
+items than that, with their own T. Removing each user's training items (looked up by binary search in
+the sorted keys user * n_items + item) leaves at least min(K, items the user has not trained on), so
+the result is exactly the full-ranking top-K with training items masked (ties: lower item id first).
+docs/RESULTS.md ("Export latency") gives the measured difference.
 
 TFRS 0.7.7 imports only under tf_keras: set `TF_USE_LEGACY_KERAS=1` before TensorFlow is first
 imported in the process (`trainers/export.py` and `benchmarks/export_latency.py` do).
@@ -75,7 +77,7 @@ class ExportMetadata:
         backbone: backbone name ("vbpr", ...).
         dataset: dataset name.
         mrdib: whether the model was trained with the MRdIB regularizer.
-        alpha_kl, alpha_mi, alpha_unique: MRdIB weights (`--alpha1/2/3`); 0 when `mrdib` is false.
+        alpha_kl, alpha_mi, alpha_unique: MRdIB's weights, as the regularizer names them; 0 when `mrdib` is false.
         run_dir: the run folder the export was made from ("" when not from a run).
         best_epoch: the epoch whose weights were exported (0 when not from a run).
         valid_metrics, test_metrics: `metrics.json`'s validation and test metrics.

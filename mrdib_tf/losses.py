@@ -22,6 +22,11 @@ def bpr_loss(positive_scores: tf.Tensor, negative_scores: tf.Tensor) -> tf.Tenso
     return tf.reduce_mean(tf.math.softplus(negative_scores - positive_scores))
 
 
+def pairwise_bpr(users: tf.Tensor, positives: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
+    """BPR of dot-product scores: each user against its positive and its negative item vector, row by row."""
+    return bpr_loss(tf.reduce_sum(users * positives, axis=-1), tf.reduce_sum(users * negatives, axis=-1))
+
+
 def embedding_norm_loss(*embeddings: tf.Tensor) -> tf.Tensor:
     """MMRec's embedding regularizer: the sum of the tensors' Frobenius norms divided by the batch size.
 

@@ -1,15 +1,13 @@
 """Standard normal noise for the bottleneck's reparameterized samples, from a counter-based SplitMix64.
 
-Every training step draws one standard normal per encoded item row, modality and code dimension (0.5M
-numbers per step on tiktok with VBPR), so how the draw compiles matters. Under XLA on CPU,
-TensorFlow's stateless generators are slow: Philox (what `tf.random.stateless_normal` and TFP's
-`Normal.sample` use) takes about 120 ms for 262k float32 numbers, 3.6 ms even when asked for 64-bit
-words; Threefry is fast but runs only inside XLA. SplitMix64 (Steele, Lea & Flood, OOPSLA 2014; the
-generator of Java's `SplittableRandom`, which passes BigCrush) is a Weyl sequence passed through a
-64-bit finalizer: a few multiplies, shifts and xors per word, elementwise over a counter, so XLA fuses
-and vectorises it (0.7 ms for the same 131k words), and the words are identical with and without XLA.
-`benchmarks/noise_sampling.py` measures the alternatives side by side.
-"""
+Every training step draws one standard normal per encoded item row, modality and code dimension, so
+how the draw compiles matters. Under XLA on CPU, TensorFlow's stateless generators (Philox, behind
+`tf.random.stateless_normal` and TFP's `Normal.sample`) are many times slower than the rest of a step;
+Threefry is fast but runs only inside XLA. SplitMix64 (Steele, Lea & Flood, OOPSLA 2014; the generator
+of Java's `SplittableRandom`, which passes BigCrush) is a Weyl sequence passed through a 64-bit
+finalizer: a few multiplies, shifts and xors per word, elementwise over a counter, so XLA fuses and
+vectorises it, and the words are identical with and without XLA. `benchmarks/noise_sampling.py`
+measures the alternatives side by side (figures in docs/RESULTS.md)."""
 
 from __future__ import annotations
 

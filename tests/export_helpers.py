@@ -69,8 +69,8 @@ def tiny_runs(base: Path) -> dict[str, Path]:
     Returns {"mrdib": run folder, "bare": run folder}.
     """
     from data_pipeline import write_synthetic_dataset
-    from mrdib_tf.config import RunConfig
-    from mrdib_tf.training import train
+    from mrdib_tf.experiments.config import RunConfig
+    from mrdib_tf.experiments.training import train
 
     runs = {variant: base / "tiny_runs" / variant for variant in ("mrdib", "bare")}
     if all((run / "metrics.json").is_file() for run in runs.values()):

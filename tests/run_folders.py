@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mrdib_tf.config import RunConfig
+from mrdib_tf.experiments.config import RunConfig
 
 
 def write_run_folder(folder: Path, config: RunConfig, test: dict[str, float], valid: dict[str, float] | None = None,

@@ -1,7 +1,7 @@
 """`python -m trainers.ablate`: the MRdIB paper's ablation over several seeds.
 
-Variants: full MRdIB (the --alpha1..3 given); alpha1 = 0; alpha2 = 0; alpha3 = 0; alpha2 = alpha3 = 0; and
-the bare backbone. Each trains with seeds --seed .. --seed + S - 1 into
+Variants: full MRdIB (the --alpha-kl, --alpha-mi and --alpha-unique given); alpha_kl = 0;
+alpha_mi = 0; alpha_unique = 0; alpha_mi = alpha_unique = 0; and the bare backbone. Each trains with seeds --seed .. --seed + S - 1 into
 <run-dir>/<variant>/seed-<seed>/ (default run-dir: runs/ablate-<dataset>-<backbone>). ablation.md and
 ablation.json hold test Recall and NDCG at 10 and 20, mean ± sample std over seeds. Finished runs are
 reused, so an interrupted ablation continues when the same command runs again.
@@ -22,7 +22,7 @@ DEFAULT_SEEDS = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from mrdib_tf.config import add_run_arguments
+    from mrdib_tf.experiments.config import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="python -m trainers.ablate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,9 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     configure_runtime()
     args = parse_args(argv)
-    from mrdib_tf.ablation import MARKDOWN_FILE, run_ablation
-    from mrdib_tf.config import config_from_args
-    from mrdib_tf.training import train
+    from mrdib_tf.experiments.ablation import MARKDOWN_FILE, run_ablation
+    from mrdib_tf.experiments.config import config_from_args
+    from mrdib_tf.experiments.training import train
 
     config = config_from_args(args)
     folder = Path(config.run_dir or Path("runs") / f"ablate-{config.dataset_name}-{config.backbone}")

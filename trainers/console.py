@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -23,16 +25,17 @@ def configure_runtime() -> None:
 def run_command(main: _Main) -> _Main:
     """Decorates a command's `main(argv)` so an error the user can fix is one line, not a traceback.
 
-    ValueError (which includes the data pipeline's DataValidationError and every argument check) and
-    OSError (a path that cannot be read or written) print `error: <message>` on stderr and exit with
-    code 2. Every message already names the file or setting at fault.
+    ValueError (which includes the data pipeline's DataValidationError and every argument check),
+    OSError (a path that cannot be read or written) and FloatingPointError (a training loss that
+    diverged) print `error: <message>` on stderr and exit with code 2. Every message already names the
+    file, setting or training step at fault.
     """
 
     @functools.wraps(main)
     def guarded(argv: list[str] | None = None) -> int:
         try:
             return main(argv)
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, FloatingPointError) as error:
             print(f"error: {_one_line(error)}", file=sys.stderr)
             return USAGE_ERROR
 
@@ -40,13 +43,35 @@ def run_command(main: _Main) -> _Main:
 
 
 def _one_line(error: BaseException) -> str:
-    """The error's message on one line; an OSError as `<file>: <reason>`."""
+    """The error's message on one line; an OSError as `<file>: <reason>`; settings named as flags."""
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         files = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
         text = f"{files}: {error.strerror}"
     else:
-        text = str(error) or type(error).__name__
+        text = as_flags(str(error) or type(error).__name__)
     return " ".join(text.split())
+
+
+def as_flags(message: str) -> str:
+    """Rewrites the run settings a library message names in backticks as the flags that set them.
+
+    `mrdib=False` becomes `--no-mrdib`, `alpha_kl=0.1` becomes `--alpha-kl 0.1` and `alpha_kl` becomes
+    `--alpha-kl`; other backticked text is left as it is.
+    """
+    from mrdib_tf.experiments.config import RunConfig
+
+    settings = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+    def flag(match: re.Match) -> str:
+        name, _, value = match[1].partition("=")
+        if name not in settings:
+            return match[0]
+        dashed = name.replace("_", "-")
+        if value in ("True", "False") and settings[name].type == "bool":
+            return f"--{dashed}" if value == "True" else f"--no-{dashed}"
+        return f"--{dashed} {value}".rstrip()
+
+    return re.sub(r"`([a-z_0-9]+(?:=[^`\s]+)?)`", flag, message)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

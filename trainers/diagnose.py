@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train a linear probe on each modality's codes alone and report its metrics")
     args = parser.parse_args(argv)
     configure_runtime()
-    from mrdib_tf.diagnostics import diagnose
-    from mrdib_tf.runs import load_trained_run
+    from mrdib_tf.experiments.diagnostics import diagnose
+    from mrdib_tf.experiments.runs import load_trained_run
 
     report = diagnose(load_trained_run(args.run_dir), args.out or args.run_dir / "diagnostics",
                       mine_steps=args.mine_steps, probes=args.probes)

@@ -21,16 +21,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def evaluate_run(run_dir: str | Path) -> dict[str, dict[str, float]]:
-    """`{"valid": metrics, "test": metrics}` of the run's best checkpoint, evaluated as its Trainer did."""
-    from mrdib_tf.runs import load_trained_run
-    from mrdib_tf.training import Trainer
+    """`{"valid": metrics, "test": metrics}` of the run's best checkpoint, evaluated as its training did."""
+    from mrdib_tf.callbacks import FullRankingValidation
+    from mrdib_tf.experiments.runs import load_trained_run
+    from mrdib_tf.metrics import FullRankingEvaluator
 
     model, dataset, config, _ = load_trained_run(run_dir)
-    trainer = Trainer(model, dataset, config, run_dir=None, verbose=False)
-    return {
-        "valid": trainer.evaluate(trainer.valid_evaluator),
-        "test": trainer.evaluate(trainer.test_evaluator),
-    }
+    validation = FullRankingValidation(
+        FullRankingEvaluator(dataset.train, dataset.valid, batch_users=config.eval_batch_users),
+        jit_compile=config.jit_compile,
+    )
+    validation.set_model(model)
+    test = FullRankingEvaluator(dataset.train, dataset.test, batch_users=config.eval_batch_users)
+    return {"valid": validation.evaluate(), "test": validation.evaluate(test)}
 
 
 @run_command

@@ -39,7 +39,7 @@ def export_run(run_dir: str | Path, out: str | Path = DEFAULT_OUT, name: str | N
                top_k: int = DEFAULT_TOP_K) -> Path:
     """Restores the run's best weights and writes the next version of `out/name`; returns its folder."""
     from mrdib_tf.export import ExportMetadata, RetrievalModule, write_version
-    from mrdib_tf.runs import CONFIG_FILE, load_trained_run
+    from mrdib_tf.experiments.runs import CONFIG_FILE, load_trained_run
 
     run = load_trained_run(run_dir)
     config = run.config
@@ -48,9 +48,9 @@ def export_run(run_dir: str | Path, out: str | Path = DEFAULT_OUT, name: str | N
         backbone=config.backbone,
         dataset=run.dataset.name,
         mrdib=config.mrdib,
-        alpha_kl=config.alpha1 if config.mrdib else 0.0,
-        alpha_mi=config.alpha2 if config.mrdib else 0.0,
-        alpha_unique=config.alpha3 if config.mrdib else 0.0,
+        alpha_kl=config.alpha_kl if config.mrdib else 0.0,
+        alpha_mi=config.alpha_mi if config.mrdib else 0.0,
+        alpha_unique=config.alpha_unique if config.mrdib else 0.0,
         run_dir=str(Path(run_dir).resolve()),
         best_epoch=int(run.metrics["best_epoch"]),
         valid_metrics=run.metrics["valid"],

@@ -12,7 +12,7 @@ from trainers.console import configure_runtime, format_metrics, run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from mrdib_tf.config import add_run_arguments
+    from mrdib_tf.experiments.config import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="python -m trainers.fit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,8 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @run_command
 def main(argv: list[str] | None = None) -> int:
     configure_runtime()
-    from mrdib_tf.config import config_from_args
-    from mrdib_tf.training import train
+    from mrdib_tf.experiments.config import config_from_args
+    from mrdib_tf.experiments.training import train
 
     config = config_from_args(parse_args(argv))
     result, run_dir = train(config)

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from mrdib_tf.run_report import DEFAULT_METRICS
+from mrdib_tf.experiments.run_report import DEFAULT_METRICS
 from trainers.console import run_command
 
 
@@ -32,8 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @run_command
 def main(argv: list[str] | None = None) -> int:
-    from mrdib_tf.results import find_runs, read_run
-    from mrdib_tf.run_report import report_json, report_markdown
+    from mrdib_tf.experiments.results import find_runs, read_run
+    from mrdib_tf.experiments.run_report import report_json, report_markdown
 
     args = parse_args(argv)
     records = [read_run(folder) for folder in find_runs(args.runs)]

@@ -1,4 +1,5 @@
-"""`python -m trainers.tune`: search MRdIB's weights alpha1..3 (and optionally the learning rate) with KerasTuner.
+"""`python -m trainers.tune`: search MRdIB's weights alpha_kl, alpha_mi and alpha_unique (and optionally the
+learning rate) with KerasTuner.
 
 Every trial trains with early stopping on validation; the objective is the validation metric
 (`--valid-metric`, default recall@20), so the choice never sees test. Interrupt it and run the same
@@ -22,13 +23,15 @@ DEFAULT_MAX_TRIALS = 12
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from mrdib_tf.config import add_run_arguments
-    from mrdib_tf.tuning import DEFAULT_LR_RANGE, PAPER_ALPHA_RANGE, TUNERS
+    from mrdib_tf.experiments.config import add_run_arguments
+    from mrdib_tf.experiments.tuning import DEFAULT_LR_RANGE, PAPER_ALPHA_RANGE, TUNERS
 
     parser = argparse.ArgumentParser(prog="python -m trainers.tune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
-    search = parser.add_argument_group("search (--alpha1..3 are searched; --lr too with --tune-lr)")
+    search = parser.add_argument_group(
+        "search (--alpha-kl, --alpha-mi and --alpha-unique are searched; --lr too with --tune-lr)"
+    )
     search.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS,
                         help=f"number of trials; a cap for hyperband (default: {DEFAULT_MAX_TRIALS})")
     search.add_argument("--tuner", choices=TUNERS, default="bayesian", help="search algorithm (default: bayesian)")
@@ -51,9 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     configure_runtime()
     args = parse_args(argv)
-    from mrdib_tf.config import config_from_args
-    from mrdib_tf.training import train
-    from mrdib_tf.tuning import Search, SearchSettings
+    from mrdib_tf.experiments.config import config_from_args
+    from mrdib_tf.experiments.training import train
+    from mrdib_tf.experiments.tuning import Search, SearchSettings
 
     config = config_from_args(args)
     folder = Path(config.run_dir or Path("runs") / f"tune-{config.dataset_name}-{config.backbone}-{args.tuner}")
@@ -73,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     best = outcome.best_config
-    print(f"\nbest configuration (trial {outcome.best_trial}): alpha1={best.alpha1:.4g} alpha2={best.alpha2:.4g} "
-          f"alpha3={best.alpha3:.4g} lr={best.lr:.4g}; validation {config.valid_metric} = "
+    print(f"\nbest configuration (trial {outcome.best_trial}): alpha_kl={best.alpha_kl:.4g} alpha_mi={best.alpha_mi:.4g} "
+          f"alpha_unique={best.alpha_unique:.4g} lr={best.lr:.4g}; validation {config.valid_metric} = "
           f"{outcome.best_objective:.4f} in the search, {outcome.retrained.valid[config.valid_metric]:.4f} retrained")
     print(f"test metrics of the retrained run (best epoch {outcome.retrained.best_epoch}):")
     print(format_metrics(outcome.retrained.test))

@@ -1,8 +1,8 @@
-"""The contract every backbone implements, so one trainer, evaluator, regularizer and exporter serve all."""
+"""The contract every backbone implements, so one model, training loop, evaluator and exporter serve all."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import keras
 import numpy as np
@@ -10,19 +10,20 @@ import tensorflow as tf
 
 from mrdib_tf.backbones.graph import NormalizedGraph
 
+#: Where MRdIB plugs in: maps the representations h_m, with the rows of the batch's positive and negative
+#: items in them, to the codes the backbone goes on with (`MRdIBRegularizer` in training).
+Encode = Callable[[Mapping[str, tf.Tensor], tf.Tensor, tf.Tensor], Mapping[str, tf.Tensor]]
+
 
 class Backbone(keras.Model):
-    """A recommender split at the point where MRdIB plugs in.
+    """A recommender that owns its training loss and says where its modality representations are.
 
-    A forward pass is two calls: `modality_representations` gives each modality's item representation
-    h_m, and `embeddings` turns a dict of such representations into final user and item embeddings
-    whose dot products are the scores. Between the two, `MRdIBRegularizer` may replace each h_m by its
-    bottleneck code z_m; the backbone never knows. ID-only backbones have no modalities.
-
-    A backbone is `row_wise` when item i's final embedding depends only on row i of each h_m and on
-    item i's own parameters (VBPR; not graph models, which mix items). Training then asks both calls
-    for the rows a batch scores only (`items`), which gives the same loss and gradients as the whole
-    table at a fraction of the cost on large catalogues.
+    Two methods make the inference path: `modality_representations` gives each modality's item
+    representation h_m, and `embeddings` turns a dict of such representations into the final user and
+    item embeddings whose dot products are the scores. `training_losses` computes the backbone's weighted
+    loss terms for a batch (its ranking loss, its own regularizer, any extra terms) and, between the two
+    steps, hands h_m to `encode` (MRdIB) and goes on with what comes back; the backbone never knows what
+    `encode` did. ID-only backbones have no modalities and never call it.
 
     Args:
         n_users: number of users (ids `0..n_users-1`).
@@ -31,7 +32,8 @@ class Backbone(keras.Model):
     """
 
     modalities: tuple[str, ...] = ()
-    row_wise: bool = False
+    #: The names of the terms `training_losses` returns.
+    loss_terms: tuple[str, ...] = ("ranking", "l2")
 
     def __init__(self, n_users: int, n_items: int, reg_weight: float, **kwargs):
         super().__init__(**kwargs)
@@ -43,81 +45,49 @@ class Backbone(keras.Model):
         self.n_items = n_items
         self.reg_weight = reg_weight
 
-    def modality_representations(
-        self, training: bool = False, items: tf.Tensor | None = None
-    ) -> dict[str, tf.Tensor]:
-        """Per-modality item representations h_m, `{modality: [n, d_m]}`; `{}` without modalities.
-
-        `items` (row-wise backbones only): the item ids whose rows to compute, in order; None for all.
-        """
+    def modality_representations(self, items: tf.Tensor | None = None, training: bool = False) -> dict[str, tf.Tensor]:
+        """Per-modality item representations h_m, `{modality: [n, d_m]}` for `items` (None: every item)."""
         return {}
 
     def embeddings(
-        self,
-        representations: Mapping[str, tf.Tensor],
-        training: bool = False,
-        items: tf.Tensor | None = None,
+        self, representations: Mapping[str, tf.Tensor], items: tf.Tensor | None = None, training: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Final `(user_embeddings [n_users, D], item_embeddings [n, D])` from the given h_m (or z_m).
+        """Final `(user_embeddings [n_users, D], item_embeddings [n, D])` from the given h_m (or codes).
 
-        `items` (row-wise backbones only): the item ids the representations' rows belong to; None when
-        they cover every item.
+        `items`: the item ids the representations' rows belong to; None when they cover every item.
         """
         raise NotImplementedError
 
-    def embeddings_with_views(
-        self,
-        representations: Mapping[str, tf.Tensor],
-        training: bool = False,
-        items: tf.Tensor | None = None,
-    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
-        """`embeddings`, plus the intermediate tables (views) that `extra_losses` reads; none by default."""
-        user_table, item_table = self.embeddings(representations, training, items=items)
-        return user_table, item_table, {}
-
-    def extra_losses(
-        self, views: Mapping[str, tf.Tensor], users: tf.Tensor, pos_rows: tf.Tensor
+    def training_losses(
+        self, batch: Mapping[str, tf.Tensor], encode: Encode | None = None, training: bool = True
     ) -> dict[str, tf.Tensor]:
-        """The backbone's own weighted training terms beyond BPR and `regularization_loss`, by name
-        (MGCN's contrastive term), from the views of `embeddings_with_views`; none by default."""
-        return {}
-
-    def regularization_loss(
-        self,
-        users: tf.Tensor,
-        pos_items: tf.Tensor,
-        neg_items: tf.Tensor,
-        user_vectors: tf.Tensor,
-        pos_vectors: tf.Tensor,
-        neg_vectors: tf.Tensor,
-    ) -> tf.Tensor:
-        """The backbone's own weighted regularizer for a batch of ids and their final embeddings."""
+        """The weighted loss terms (`loss_terms`) for a batch of `{"user", "pos_item", "neg_item"}` ids."""
         raise NotImplementedError
 
     def call(self, inputs=None, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """The bare inference path: final embeddings from the backbone's own representations."""
-        return self.embeddings(self.modality_representations(training), training)
+        return self.embeddings(self.modality_representations(training=training), training=training)
 
-    def _table(
-        self, name: str, values: np.ndarray, dtype: str = "float32", trainable: bool = False
-    ) -> keras.Variable:
-        """A variable holding `values`: frozen (features, graph edges) unless `trainable` (fine-tuned features).
+    def _frozen(self, name: str, values: np.ndarray, dtype: str = "float32") -> tf.Variable:
+        """A constant table (features read as they are, graph edges), rebuilt from the dataset.
 
-        A variable, not a constant, so large arrays stay out of the compiled XLA program and out of
-        every traced graph.
+        A TensorFlow variable, not a constant, so large arrays stay out of the compiled XLA program; not
+        a Keras weight, so it stays out of the model's weights and checkpoints.
         """
-        table = self.add_weight(
-            name=name, shape=values.shape, dtype=dtype, initializer="zeros", trainable=trainable
-        )
-        table.assign(np.asarray(values).astype(dtype))
+        return tf.Variable(np.asarray(values).astype(dtype), trainable=False, name=name)
+
+    def _trainable_table(self, name: str, values: np.ndarray) -> keras.Variable:
+        """A weight that starts at `values` (fine-tuned features)."""
+        table = self.add_weight(name=name, shape=values.shape, initializer="zeros")
+        table.assign(np.asarray(values, np.float32))
         return table
 
     def _graph_tables(self, name: str, graph: NormalizedGraph) -> tuple:
         """`graph` as frozen (rows, cols, weights) tables plus its receiver count: `propagate`'s arguments."""
         return (
-            self._table(f"{name}_rows", graph.rows, "int32"),
-            self._table(f"{name}_cols", graph.cols, "int32"),
-            self._table(f"{name}_weights", graph.weights),
+            self._frozen(f"{name}_rows", graph.rows, "int32"),
+            self._frozen(f"{name}_cols", graph.cols, "int32"),
+            self._frozen(f"{name}_weights", graph.weights),
             graph.n_nodes,
         )
 
@@ -133,6 +103,17 @@ def check_item_features(features: Mapping[str, np.ndarray], n_items: int, model:
             )
 
 
-def rows_of(table: keras.Variable | tf.Tensor, items: tf.Tensor | None) -> tf.Tensor:
+def rows_of(table: tf.Variable | tf.Tensor, items: tf.Tensor | None) -> tf.Tensor:
     """`table[items]`, or the whole table when `items` is None."""
     return tf.convert_to_tensor(table) if items is None else tf.gather(table, items)
+
+
+def batch_vectors(
+    user_table: tf.Tensor, item_table: tf.Tensor, batch: Mapping[str, tf.Tensor]
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The batch's user, positive-item and negative-item rows of full embedding tables."""
+    return (
+        tf.gather(user_table, batch["user"]),
+        tf.gather(item_table, batch["pos_item"]),
+        tf.gather(item_table, batch["neg_item"]),
+    )

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
-from mrdib_tf.backbones.base import Backbone
+from mrdib_tf.backbones.base import Backbone, Encode, batch_vectors
 from mrdib_tf.backbones.graph import NormalizedGraph, mean_over_layers
-from mrdib_tf.losses import embedding_norm_loss
+from mrdib_tf.losses import embedding_norm_loss, pairwise_bpr
 
 
 class LightGCN(Backbone):
@@ -51,18 +51,19 @@ class LightGCN(Backbone):
         )
 
     def embeddings(
-        self,
-        representations: Mapping[str, tf.Tensor],
-        training: bool = False,
-        items: tf.Tensor | None = None,
+        self, representations: Mapping[str, tf.Tensor], items: tf.Tensor | None = None, training: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor]:
         ids = tf.concat([self.user_embedding, self.item_embedding], axis=0)
         mean = mean_over_layers(ids, self.edges, self.n_layers)
         return mean[: self.n_users], mean[self.n_users :]
 
-    def regularization_loss(self, users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors):
-        return self.reg_weight * embedding_norm_loss(
-            tf.gather(self.user_embedding, users),
-            tf.gather(self.item_embedding, pos_items),
-            tf.gather(self.item_embedding, neg_items),
-        )
+    def training_losses(
+        self, batch: Mapping[str, tf.Tensor], encode: Encode | None = None, training: bool = True
+    ) -> dict[str, tf.Tensor]:
+        """BPR on the propagated embeddings; MMRec's norm regularizer on the batch's layer-0 embeddings."""
+        users, positives, negatives = batch_vectors(*self.embeddings({}, training=training), batch)
+        ego = batch_vectors(self.user_embedding, self.item_embedding, batch)
+        return {
+            "ranking": pairwise_bpr(users, positives, negatives),
+            "l2": self.reg_weight * embedding_norm_loss(*ego),
+        }

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrdib_tf.backbones.base import Backbone, check_item_features
+from mrdib_tf.backbones.base import Backbone, Encode, batch_vectors, check_item_features
 from mrdib_tf.backbones.graph import NormalizedGraph, knn_item_graph, mean_over_layers, propagate
-from mrdib_tf.losses import half_squared_norm_loss, info_nce
+from mrdib_tf.losses import half_squared_norm_loss, info_nce, pairwise_bpr
 
 
 class MGCN(Backbone):
@@ -78,6 +78,7 @@ class MGCN(Backbone):
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.placement = placement
         self.batch_size = batch_size
+        self.loss_terms = ("ranking", "l2", "contrastive") if cl_weight > 0 else ("ranking", "l2")
         if n_ui_layers < 0 or n_item_layers < 0:
             raise ValueError(f"Layer counts must be >= 0, got {n_ui_layers} and {n_item_layers}.")
         if cl_weight < 0 or temperature <= 0:
@@ -103,7 +104,7 @@ class MGCN(Backbone):
         self.item_embedding = self.add_weight(
             name="item_embedding", shape=(n_items, embedding_dim), initializer="glorot_uniform"
         )
-        self.features = {m: self._table(f"{m}_features", features[m], trainable=True) for m in self.modalities}
+        self.features = {m: self._trainable_table(f"{m}_features", features[m]) for m in self.modalities}
         self.projections = {m: self._dense(f"{m}_projection", features[m].shape[1]) for m in self.modalities}
         self.purifiers = {m: self._dense(f"{m}_purifier", embedding_dim, "sigmoid") for m in self.modalities}
         self.preferences = {m: self._dense(f"{m}_preference", embedding_dim, "sigmoid") for m in self.modalities}
@@ -116,9 +117,7 @@ class MGCN(Backbone):
         layer.build((None, input_dim))
         return layer
 
-    def modality_representations(
-        self, training: bool = False, items: tf.Tensor | None = None
-    ) -> dict[str, tf.Tensor]:
+    def modality_representations(self, items: tf.Tensor | None = None, training: bool = False) -> dict[str, tf.Tensor]:
         projected = {m: self.projections[m](self.features[m]) for m in self.modalities}
         return projected if self.placement == "features" else self._item_views(projected)
 
@@ -155,37 +154,31 @@ class MGCN(Backbone):
         return content, side
 
     def embeddings(
-        self,
-        representations: Mapping[str, tf.Tensor],
-        training: bool = False,
-        items: tf.Tensor | None = None,
+        self, representations: Mapping[str, tf.Tensor], items: tf.Tensor | None = None, training: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        user_table, item_table, _ = self.embeddings_with_views(representations, training)
-        return user_table, item_table
-
-    def embeddings_with_views(
-        self,
-        representations: Mapping[str, tf.Tensor],
-        training: bool = False,
-        items: tf.Tensor | None = None,
-    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
         content, side = self._views(representations)
         final = content + side
-        return final[: self.n_users], final[self.n_users :], {"content": content, "side": side}
+        return final[: self.n_users], final[self.n_users :]
 
-    def extra_losses(
-        self, views: Mapping[str, tf.Tensor], users: tf.Tensor, pos_rows: tf.Tensor
+    def training_losses(
+        self, batch: Mapping[str, tf.Tensor], encode: Encode | None = None, training: bool = True
     ) -> dict[str, tf.Tensor]:
-        if self.cl_weight == 0:
-            return {}
-        content, side = views["content"], views["side"]
-        item_rows = pos_rows + self.n_users
-        contrastive = info_nce(
-            tf.gather(side, item_rows), tf.gather(content, item_rows), self.temperature
-        ) + info_nce(tf.gather(side, users), tf.gather(content, users), self.temperature)
-        return {"contrastive": self.cl_weight * contrastive}
-
-    def regularization_loss(self, users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors):
-        return self.reg_weight * half_squared_norm_loss(
-            user_vectors, pos_vectors, neg_vectors, batch_size=self.batch_size
-        )
+        """BPR, MMRec's regularizer on the batch's final vectors and `cl_weight` x InfoNCE between the side
+        and content views of the batch's positive items and of its users."""
+        representations = self.modality_representations(training=training)
+        if encode is not None:
+            representations = encode(representations, batch["pos_item"], batch["neg_item"])
+        content, side = self._views(representations)
+        final = content + side
+        users, positives, negatives = batch_vectors(final[: self.n_users], final[self.n_users :], batch)
+        terms = {
+            "ranking": pairwise_bpr(users, positives, negatives),
+            "l2": self.reg_weight * half_squared_norm_loss(users, positives, negatives, batch_size=self.batch_size),
+        }
+        if self.cl_weight > 0:
+            item_rows = batch["pos_item"] + self.n_users
+            terms["contrastive"] = self.cl_weight * (
+                info_nce(tf.gather(side, item_rows), tf.gather(content, item_rows), self.temperature)
+                + info_nce(tf.gather(side, batch["user"]), tf.gather(content, batch["user"]), self.temperature)
+            )
+        return terms

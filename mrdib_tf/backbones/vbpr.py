@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrdib_tf.backbones.base import Backbone, check_item_features, rows_of
-from mrdib_tf.losses import embedding_norm_loss
+from mrdib_tf.backbones.base import Backbone, Encode, check_item_features, rows_of
+from mrdib_tf.losses import embedding_norm_loss, pairwise_bpr
 
 
 class VBPR(Backbone):
@@ -19,8 +19,8 @@ class VBPR(Backbone):
     Item embedding = [ID factors (d) ; sum_m W_m f_m + b (d)], user embedding = 2d free factors.
     MMRec projects the concatenation of all features with one linear layer; that equals the sum of one
     projection per modality, which is what this model computes, so the per-modality h_m = W_m f_m are
-    exposed for MRdIB while the bare model stays identical to MMRec's. Row-wise: a training step
-    projects only the batch's item rows, where MMRec projects the whole catalogue every step.
+    exposed for MRdIB while the bare model stays identical to MMRec's. A training step projects only the
+    batch's item rows, where MMRec projects the whole catalogue every step.
 
     Args:
         n_users: number of users.
@@ -35,8 +35,6 @@ class VBPR(Backbone):
         >>> tuple(users.shape), tuple(items.shape)
         ((3, 4), (4, 4))
     """
-
-    row_wise = True
 
     def __init__(
         self,
@@ -57,7 +55,7 @@ class VBPR(Backbone):
         self.item_factors = self.add_weight(
             name="item_factors", shape=(n_items, embedding_dim), initializer="glorot_uniform"
         )
-        self.features = {m: self._table(f"{m}_features", features[m]) for m in self.modalities}
+        self.features = {m: self._frozen(f"{m}_features", features[m]) for m in self.modalities}
         # MMRec's single layer over the concatenated features is Xavier-normal with fan-in the total
         # feature width; each modality's block of it is what its projection here starts as.
         total_width = sum(features[m].shape[1] for m in self.modalities)
@@ -72,20 +70,33 @@ class VBPR(Backbone):
             name="projection_bias", shape=(embedding_dim,), initializer="zeros"
         )
 
-    def modality_representations(
-        self, training: bool = False, items: tf.Tensor | None = None
-    ) -> dict[str, tf.Tensor]:
+    def modality_representations(self, items: tf.Tensor | None = None, training: bool = False) -> dict[str, tf.Tensor]:
         return {m: self.projections[m](rows_of(self.features[m], items)) for m in self.modalities}
 
     def embeddings(
-        self,
-        representations: Mapping[str, tf.Tensor],
-        training: bool = False,
-        items: tf.Tensor | None = None,
+        self, representations: Mapping[str, tf.Tensor], items: tf.Tensor | None = None, training: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor]:
         content = tf.add_n([representations[m] for m in self.modalities]) + self.projection_bias
         item_vectors = tf.concat([rows_of(self.item_factors, items), content], axis=-1)
         return tf.convert_to_tensor(self.user_factors), item_vectors
 
-    def regularization_loss(self, users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors):
-        return self.reg_weight * embedding_norm_loss(user_vectors, pos_vectors, neg_vectors)
+    def training_losses(
+        self, batch: Mapping[str, tf.Tensor], encode: Encode | None = None, training: bool = True
+    ) -> dict[str, tf.Tensor]:
+        """BPR and MMRec's norm regularizer, computing (and encoding) only the batch's item rows.
+
+        Item i's embedding depends only on row i of each h_m and on item i's own factors, so the loss and
+        its gradients equal those of the whole table, which MMRec computes every step.
+        """
+        items = tf.concat([batch["pos_item"], batch["neg_item"]], axis=0)
+        size = tf.shape(batch["pos_item"], out_type=items.dtype)[0]
+        representations = self.modality_representations(items, training)
+        if encode is not None:
+            representations = encode(representations, tf.range(size), tf.range(size, 2 * size))
+        user_table, item_vectors = self.embeddings(representations, items, training)
+        users = tf.gather(user_table, batch["user"])
+        positives, negatives = item_vectors[:size], item_vectors[size:]
+        return {
+            "ranking": pairwise_bpr(users, positives, negatives),
+            "l2": self.reg_weight * embedding_norm_loss(users, positives, negatives),
+        }

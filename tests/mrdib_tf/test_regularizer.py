@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from mrdib_tf.regularizer import FUSION_UNITS, SIGMA_FLOOR, SPREAD_EPSILON, MRdIBRegularizer
+from mrdib_tf.bottleneck import SIGMA_FLOOR, SPREAD_EPSILON
+from mrdib_tf.regularizer import FUSION_UNITS, MRdIBRegularizer
 
 DIMS = {"image": 6, "text": 4}
 N_ITEMS, N_USERS = 30, 7
@@ -44,9 +45,9 @@ def _randomize_encoders(reg, seed=2):
     for m, d in DIMS.items():
         mu = [rng.normal(size=(d, d)).astype(np.float32) * 0.5, rng.normal(size=d).astype(np.float32)]
         sigma = [rng.normal(size=(d, d)).astype(np.float32) * 0.5, rng.normal(size=d).astype(np.float32)]
-        reg.mu[m].set_weights(mu)
+        reg.bottlenecks[m].mu.set_weights(mu)
         if reg.stochastic:
-            reg.sigma[m].set_weights(sigma)
+            reg.bottlenecks[m].sigma.set_weights(sigma)
         weights[m] = (mu, sigma)
     return weights
 
@@ -116,7 +117,7 @@ def test_every_variable_is_created_by_build():
     before = len(paths)
     reg.auxiliary_losses(reg.encode(_representations(), True, POS, NEG), USERS)
     assert len(reg.weights) == before  # nothing more appears on the first training call
-    assert {"critic_image_text", "decoder_image", "decoder_text", "fusion_head", "mu_image", "sigma_text"} <= {
+    assert {"critic_image_text", "decoder_image", "decoder_text", "fusion_head", "bottleneck_image", "bottleneck_text"} <= {
         p.split("/")[0] for p in paths
     }
     assert tuple(reg.decoders["text"].users.shape) == (N_USERS, DIMS["text"])
@@ -133,7 +134,7 @@ def test_initial_means_are_the_representations_and_sigma_starts_at_initial_sigma
         np.testing.assert_array_equal(bottleneck.codes[m].numpy(), h[m])
         spread = np.sqrt(h[m][ROWS].astype(np.float64).var(axis=0) + SPREAD_EPSILON)
         want = (SIGMA_FLOOR + (1 - SIGMA_FLOOR) * 0.25) * spread
-        np.testing.assert_allclose(bottleneck.posteriors[m].stddev().numpy(), np.broadcast_to(want, (16, DIMS[m])),
+        np.testing.assert_allclose(bottleneck.encodings[m].posterior.stddev().numpy(), np.broadcast_to(want, (16, DIMS[m])),
                                    rtol=1e-5)
 
 
@@ -155,8 +156,8 @@ def test_off_the_main_path_the_backbone_keeps_h_and_only_the_batch_rows_are_enco
     for m in DIMS:
         np.testing.assert_array_equal(bottleneck.codes[m].numpy(), h[m])
         np.testing.assert_array_equal(reg(h)[m].numpy(), h[m])
-        assert bottleneck.posteriors[m].batch_shape == (len(ROWS),)
-        assert tuple(bottleneck.positives[m].shape) == (len(POS), DIMS[m])
+        assert bottleneck.encodings[m].posterior.batch_shape == (len(ROWS),)
+        assert tuple(bottleneck.positives(m).shape) == (len(POS), DIMS[m])
 
 
 def test_training_codes_are_fresh_reparameterized_samples():
@@ -181,7 +182,7 @@ def _noise(seed: int, modality: str, n: int = 400) -> np.ndarray:
     h = {m: np.zeros((n, 4), np.float32) + np.arange(n, dtype=np.float32)[:, None] for m in ("a", "b")}
     rows = np.arange(n)
     bottleneck = reg.encode(h, True, rows[: n // 2], rows[n // 2 :])
-    return (bottleneck.codes[modality].numpy() - h[modality]) / bottleneck.posteriors[modality].stddev().numpy()
+    return (bottleneck.codes[modality].numpy() - h[modality]) / bottleneck.encodings[modality].posterior.stddev().numpy()
 
 
 def test_every_seed_and_modality_has_its_own_noise_stream():
@@ -231,7 +232,7 @@ def test_matched_to_the_codes_the_kl_prices_only_the_noise():
         reg = _built(alpha_mi=0.0, alpha_unique=0.0, prior_scale=prior_scale)
         with tf.GradientTape() as tape:
             kl = reg.auxiliary_losses(reg.encode(h, True, POS, NEG), USERS)["kl"]
-        gradient = tape.gradient(kl, reg.mu["image"].kernel)
+        gradient = tape.gradient(kl, reg.bottlenecks["image"].mu.kernel)
         assert (float(tf.reduce_max(tf.abs(gradient))) > 1e-3) == moves_means, (prior_scale, gradient)
 
 
@@ -268,8 +269,8 @@ def test_a_decoder_reads_its_own_modality_only():
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(list(h.values()))
         bottleneck = reg.encode(h, True, POS, NEG)
-        image_only = tf.add_n([tf.reduce_sum(bottleneck.positives["image"]), tf.reduce_sum(reg.decoders["image"](
-            USERS, bottleneck.positives["image"], bottleneck.negatives["image"])[0])])
+        image_only = tf.add_n([tf.reduce_sum(bottleneck.positives("image")), tf.reduce_sum(reg.decoders["image"](
+            USERS, bottleneck.positives("image"), bottleneck.negatives("image"))[0])])
     assert tape.gradient(image_only, h["text"]) is None
     assert float(tf.reduce_max(tf.abs(tape.gradient(image_only, h["image"])))) > 0
 
@@ -289,7 +290,7 @@ def test_total_weighs_every_enabled_term():
 @pytest.mark.parametrize(
     "disabled, key, path_part",
     [
-        ({"alpha_kl": 0.0}, "kl", "sigma_"),
+        ({"alpha_kl": 0.0}, "kl", "/sigma/"),
         ({"alpha_mi": 0.0}, "mi_estimate", "critic_"),
         ({"alpha_unique": 0.0}, "unique", "decoder_"),
         ({"fusion_head": False}, "synergy", "fusion_head"),
@@ -299,7 +300,7 @@ def test_a_zero_alpha_removes_its_branch(disabled, key, path_part):
     everything = {"alpha_kl": 0.1, "alpha_mi": 0.1, "alpha_unique": 0.1, "fusion_head": True}
     for reg, present in ((_built(**everything), True), (_built(**{**everything, **disabled}), False)):
         losses = reg.auxiliary_losses(reg.encode(_representations(), True, POS, NEG), USERS)
-        paths = [v.path for v in reg.trainable_variables]
+        paths = [v.path for v in reg.weights]
         assert (key in losses) == present
         assert any(path_part in p for p in paths) == present, paths
 
@@ -313,7 +314,8 @@ def test_all_zero_alphas_leave_the_backbone_loss_unchanged():
     assert losses["total"].dtype == tf.float32 and float(losses["total"]) == 0.0
     for m in DIMS:  # deterministic, identity-initialised: the backbone sees exactly h_m
         np.testing.assert_array_equal(bottleneck.codes[m].numpy(), h[m])
-    assert sorted(v.path.split("/")[-2] for v in reg.trainable_variables) == ["mu_image"] * 2 + ["mu_text"] * 2
+    assert sorted("/".join(v.path.split("/")[-3:-1]) for v in reg.weights) == (
+        ["bottleneck_image/mu"] * 2 + ["bottleneck_text/mu"] * 2)
 
 
 # ---- the redundancy min-max ----------------------------------------------------------------------------
@@ -329,30 +331,73 @@ def _shared_signal_representations(n=64):
     }
 
 
-def test_the_critic_ascends_the_estimate_while_the_total_descends_it():
+def test_in_training_the_layer_trains_its_critic_up_the_estimate_and_the_loss_descends_it():
     reg = _make(alpha_kl=0.0, alpha_mi=0.5, alpha_unique=0.0)
     h = _shared_signal_representations()
     users, rows = np.zeros(32, np.int64), np.arange(64)
+    arguments = dict(users=users, pos_rows=rows[:32], neg_rows=rows[32:])
 
-    def losses():
-        return reg.auxiliary_losses(reg.encode(h, True, rows[:32], rows[32:]), users)
+    def estimate():
+        return float(reg._mutual_information(reg.encode(h, True, rows[:32], rows[32:]), None))
 
-    assert float(losses()["mi_estimate"]) == 0.0  # an untrained critic scores every pair alike
-    critic_optimizer = keras.optimizers.SGD(0.05)
-    for _ in range(20):  # the critic's own ascent, as the training step runs it
-        with tf.GradientTape() as tape:
-            critic_objective = -losses()["mi_estimate"]
-        critic_optimizer.apply_gradients(zip(tape.gradient(critic_objective, reg.critic_variables),
-                                             reg.critic_variables))
-    encoder_vars = [v for m in DIMS for v in reg.mu[m].trainable_variables]
+    assert estimate() == 0.0  # an untrained critic scores every pair alike
+    for _ in range(30):  # each training call takes one step of the critic's own optimizer
+        reg(h, training=True, **arguments)
+    assert estimate() > 0.1  # the critic found the shared factor
+    assert int(reg.critic_optimizer.iterations) == 30
+    encoder_vars = [v for m in DIMS for v in reg.bottlenecks[m].mu.trainable_variables]
+    assert not {v.path for v in reg.critic_variables} & {v.path for v in reg.trainable_variables}
     with tf.GradientTape() as tape:
-        before = losses()
-    np.testing.assert_allclose(float(before["total"]), 0.5 * float(before["mi_estimate"]), rtol=1e-6)
-    encoder_grads = tape.gradient(before["total"], encoder_vars)
-    assert float(before["mi_estimate"]) > 0.1  # the critic found the shared factor
-    for v, g in zip(encoder_vars, encoder_grads):
+        reg(h, training=True, **arguments)
+        loss = reg.losses[0]
+    gradients = tape.gradient(loss, encoder_vars)
+    before = estimate()
+    for v, g in zip(encoder_vars, gradients):
         v.assign_sub(2.0 * g)
-    assert float(losses()["mi_estimate"]) < float(before["mi_estimate"]) - 0.01  # the encoders descend it
+    assert estimate() < before - 0.01  # the model's descent lowers it
+
+
+# ---- a drop-in Keras layer ------------------------------------------------------------------------------
+
+
+def test_a_training_call_adds_the_weighted_total_and_reports_each_term_as_a_metric():
+    reg = _make(alpha_kl=0.1, alpha_mi=0.2, alpha_unique=0.3, fusion_head=True)
+    codes = reg(_representations(), users=USERS, pos_rows=POS, neg_rows=NEG, training=True)
+    assert {m: tuple(c.shape) for m, c in codes.items()} == {m: (N_ITEMS, d) for m, d in DIMS.items()}
+    terms = {m.name: float(m.result()) for m in reg.metrics}
+    assert set(terms) == {"kl", "mi_estimate", "unique", "synergy"}
+    assert len(reg.losses) == 1
+    want = 0.1 * terms["kl"] + 0.2 * terms["mi_estimate"] + 0.3 * terms["unique"] + terms["synergy"]
+    np.testing.assert_allclose(float(reg.losses[0]), want, rtol=1e-5)
+    reg(_representations())  # an inference call adds nothing
+    assert reg.losses == []
+
+
+def test_keras_serialization_round_trips_the_layer():
+    reg = _make(alpha_mi=0.0, prior_scale="inputs", initial_sigma=0.3, critic_learning_rate=3e-3)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(reg))
+    assert isinstance(clone, MRdIBRegularizer) and clone.get_config() == reg.get_config()
+
+
+def test_a_functional_model_holding_it_saves_as_keras_and_reloads_with_the_same_outputs(tmp_path):
+    inputs = {m: keras.Input((d,), name=m) for m, d in DIMS.items()}
+    codes = _make(fusion_head=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Concatenate()([codes["image"], codes["text"]]))
+    regularizer = next(layer for layer in model.layers if isinstance(layer, MRdIBRegularizer))
+    _randomize_encoders(regularizer)
+    h = _representations()
+    want = model(h).numpy()
+    mu = {m: _numpy_bottleneck(h[m], (w[0], w[1]), ROWS)[0] for m, w in _weights_of(regularizer).items()}
+    np.testing.assert_allclose(want, np.concatenate([mu["image"], mu["text"]], axis=1), rtol=1e-5, atol=1e-5)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(reloaded(h).numpy(), want, rtol=1e-6)
+    assert len(reloaded.weights) == len(model.weights)
+
+
+def _weights_of(reg):
+    return {m: ([v.numpy() for v in b.mu.weights], [v.numpy() for v in b.sigma.weights])
+            for m, b in reg.bottlenecks.items()}
 
 
 # ---- XLA ---------------------------------------------------------------------------------------------

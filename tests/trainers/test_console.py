@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from data_pipeline.registry import DATA_DIR_ENV, PROJECT_ROOT
-from mrdib_tf.config import RunConfig
-from mrdib_tf.run_report import DEFAULT_METRICS
+from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.run_report import DEFAULT_METRICS
 from tests.export_helpers import start_python, subprocess_env, tiny_runs
 from tests.run_folders import write_run_folder
 from trainers import ablate, diagnose, evaluate, fit, report, tune

@@ -1,8 +1,8 @@
 import json
 
 from data_pipeline import write_synthetic_dataset
-from mrdib_tf.config import RunConfig
-from mrdib_tf.training import train
+from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.training import train
 from trainers import diagnose
 
 

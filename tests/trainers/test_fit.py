@@ -1,18 +1,17 @@
 """End-to-end `python -m trainers.fit` on a tiny synthetic dataset, checked against independent recomputation."""
 
 import gzip
+import re
 import json
 
-import keras
 import numpy as np
 import pytest
 
 from data_pipeline import load_dataset, write_synthetic_dataset
 from data_pipeline.registry import DATA_DIR_ENV
-from mrdib_tf.config import RunConfig
+from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.metrics import evaluate_scores
-from mrdib_tf.recommender import build_recommender
-from mrdib_tf.training import Trainer, WeightSnapshot
+from mrdib_tf.experiments.runs import load_trained_run
 from trainers import fit
 
 
@@ -40,11 +39,7 @@ def test_fit_writes_a_run_whose_test_metrics_match_the_best_checkpoint(tiny_fold
 
     # Rebuild the model from the run folder alone and score with plain numpy.
     dataset = load_dataset(data_dir=tiny_folder)
-    keras.utils.set_random_seed(config.seed)
-    model = build_recommender(dataset, config)
-    Trainer(model, dataset, config, verbose=False).build()
-    WeightSnapshot.load(run_dir / "checkpoints" / "best.weights.npz").restore(model)
-    users, items = (t.numpy() for t in model.final_embeddings())
+    users, items = (t.numpy() for t in load_trained_run(run_dir).model.final_embeddings())
     expected = evaluate_scores(users @ items.T, _per_user(dataset.train), _per_user(dataset.test))
     for name, value in expected.items():
         assert metrics["test"][name] == pytest.approx(value, abs=1e-6), name
@@ -53,7 +48,7 @@ def test_fit_writes_a_run_whose_test_metrics_match_the_best_checkpoint(tiny_fold
 def test_early_stopping_stops_after_patience_epochs_without_improvement(tiny_folder, tmp_path):
     config = RunConfig(data_dir=str(tiny_folder), mrdib=False, epochs=60, patience=1, batch_size=256,
                        lr=0.05, run_dir=str(tmp_path / "run"))
-    from mrdib_tf.training import train
+    from mrdib_tf.experiments.training import train
 
     result, _ = train(config, verbose=False)
     assert result.stopped_early
@@ -101,3 +96,14 @@ def test_a_catalogue_smaller_than_the_largest_cutoff_trains_and_reports_every_cu
     assert test["recall@50"] == 1.0  # the whole catalogue is ranked, so every test item is found
     sizes = np.diff(dataset.test.indptr)
     assert test["precision@50"] == pytest.approx(np.mean(sizes[sizes > 0]) / 50)  # all of them, over 50
+
+
+def test_a_diverging_loss_stops_with_the_epoch_step_and_terms_and_no_metrics(tiny_folder, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["--data-dir", str(tiny_folder), "--no-mrdib", "--lr", "1e30", "--epochs", "3", "--batch-size", "256",
+            "--run-dir", str(run_dir)]
+    assert fit.main(argv) == 2
+    message = capsys.readouterr().err
+    assert re.search(r"error: Epoch 1, step \d+: the training loss is (nan|inf)", message), message
+    assert "ranking=" in message and "--lr" in message
+    assert not (run_dir / "metrics.json").exists()  # nothing reports the diverged run as finished

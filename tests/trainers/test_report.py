@@ -2,11 +2,11 @@
 
 import json
 
-from mrdib_tf.config import RunConfig
+from mrdib_tf.experiments.config import RunConfig
 from tests.run_folders import write_run_folder
 from trainers import report
 
-FULL = RunConfig(dataset="fake", backbone="vbpr", alpha1=0.005, alpha2=0.05, alpha3=0.005)
+FULL = RunConfig(dataset="fake", backbone="vbpr", alpha_kl=0.005, alpha_mi=0.05, alpha_unique=0.005)
 
 
 def test_report_pools_seeds_from_nested_folders(tmp_path, capsys):

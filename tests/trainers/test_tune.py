@@ -26,13 +26,13 @@ def test_search_trains_trials_retrains_the_best_on_its_seed_and_resumes_without_
         trial_config = json.loads((search / "trials" / f"trial_{row['id']}" / "config.json").read_text())
         assert float(row["objective"]) == trial_metrics["valid"]["recall@20"]
         assert int(row["epochs"]) == len(trial_metrics["epoch_seconds"]) <= 2
-        assert float(row["alpha2"]) == trial_config["alpha2"] and trial_config["seed"] == 4
+        assert float(row["alpha_mi"]) == trial_config["alpha_mi"] and trial_config["seed"] == 4
     best_row = max(rows, key=lambda r: float(r["objective"]))
     best = json.loads((search / "best.json").read_text())
     assert best["trial"] == int(best_row["trial"])
     retrained_config = json.loads((search / "best" / "config.json").read_text())
-    assert [retrained_config[a] for a in ("alpha1", "alpha2", "alpha3")] == [
-        float(best_row[a]) for a in ("alpha1", "alpha2", "alpha3")]
+    assert [retrained_config[a] for a in ("alpha_kl", "alpha_mi", "alpha_unique")] == [
+        float(best_row[a]) for a in ("alpha_kl", "alpha_mi", "alpha_unique")]
     # Same configuration, same seed: the retrain reproduces the trial's validation result.
     assert best["retrained_valid"]["recall@20"] == pytest.approx(float(best_row["objective"]), abs=1e-6)
     retrained_metrics = json.loads((search / "best" / "metrics.json").read_text())

@@ -47,12 +47,12 @@ def test_no_modalities_and_compiles_under_xla():
     np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
-def test_regularization_uses_layer_zero_embeddings():
+def test_training_losses_are_bpr_on_propagated_and_the_norm_of_layer_zero_embeddings():
     model = LightGCN(3, 3, np.array([0, 1, 2]), np.array([0, 1, 2]), embedding_dim=2, reg_weight=2.0)
-    users_table, items_table = model()
-    value = model.regularization_loss(
-        np.array([1]), np.array([2]), np.array([0]), users_table[1:2], items_table[2:3], items_table[0:1]
-    )
+    users_table, items_table = (t.numpy() for t in model())
+    terms = model.training_losses({"user": tf.constant([1]), "pos_item": tf.constant([2]), "neg_item": tf.constant([0])})
+    margin = users_table[1] @ items_table[2] - users_table[1] @ items_table[0]
+    np.testing.assert_allclose(float(terms["ranking"]), np.log1p(np.exp(-margin)), rtol=1e-5)
     u, i = model.user_embedding.numpy(), model.item_embedding.numpy()
     expected = 2.0 * (np.linalg.norm(u[[1]]) + np.linalg.norm(i[[2]]) + np.linalg.norm(i[[0]]))
-    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["l2"]), expected, rtol=1e-5)

@@ -111,19 +111,18 @@ def test_users_from_items_is_the_user_block_of_the_normalized_bipartite_graph():
 @pytest.mark.parametrize("jit", [False, True])
 def test_forward_pass_matches_the_dense_reference(jit):
     model = _model()
-    forward = tf.function(lambda: model.embeddings_with_views(model.modality_representations()), jit_compile=jit)
-    users, items, views = forward()
-    want_users, want_items, want_content, want_side = _mgcn_reference(model)
-    for got, want in ((users, want_users), (items, want_items), (views["content"], want_content),
-                      (views["side"], want_side)):
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
+    users, items = tf.function(lambda: model(), jit_compile=jit)()
+    want_users, want_items, _, _ = _mgcn_reference(model)
+    np.testing.assert_allclose(users.numpy(), want_users, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(items.numpy(), want_items, rtol=1e-4, atol=1e-6)
 
 
-def test_contrastive_and_regularization_terms_match_mmrecs_formulas():
+def test_training_losses_match_mmrecs_formulas():
     model = _model(cl_weight=0.5, temperature=0.2, reg_weight=3.0, batch_size=5)
-    _, _, content, side = _mgcn_reference(model)
-    users_table, items_table, views = model.embeddings_with_views(model.modality_representations())
+    users_table, items_table, content, side = _mgcn_reference(model)
     users, pos, neg = np.array([0, 2, 4]), np.array([1, 5, 0]), np.array([3, 3, 2])
+    terms = model.training_losses({"user": tf.constant(users), "pos_item": tf.constant(pos),
+                                   "neg_item": tf.constant(neg)})
 
     def info_nce(a, b, t):  # MMRec's InfoNCE, exponentials and all
         a = a / np.linalg.norm(a, axis=1, keepdims=True)
@@ -132,32 +131,34 @@ def test_contrastive_and_regularization_terms_match_mmrecs_formulas():
 
     want = 0.5 * (info_nce(side[N_USERS + pos], content[N_USERS + pos], 0.2)
                   + info_nce(side[users], content[users], 0.2))
-    got = model.extra_losses(views, tf.constant(users), tf.constant(pos))["contrastive"]
-    np.testing.assert_allclose(float(got), want, rtol=1e-4)
-
-    u, i = users_table.numpy(), items_table.numpy()
+    np.testing.assert_allclose(float(terms["contrastive"]), want, rtol=1e-4)
+    u, p, n = users_table[users], items_table[pos], items_table[neg]
+    np.testing.assert_allclose(float(terms["ranking"]), np.mean(np.log1p(np.exp(-((u * p).sum(1) - (u * n).sum(1))))),
+                               rtol=1e-4)
     # MMRec divides by the configured batch size (5), not by the 3 rows at hand
-    want_reg = 3.0 * 0.5 * ((u[users] ** 2).sum() + (i[pos] ** 2).sum() + (i[neg] ** 2).sum()) / 5
-    got_reg = model.regularization_loss(users, pos, neg, u[users], i[pos], i[neg])
-    np.testing.assert_allclose(float(got_reg), want_reg, rtol=1e-5)
-    assert _model(cl_weight=0.0).extra_losses(views, tf.constant(users), tf.constant(pos)) == {}
+    want_reg = 3.0 * 0.5 * ((u**2).sum() + (p**2).sum() + (n**2).sum()) / 5
+    np.testing.assert_allclose(float(terms["l2"]), want_reg, rtol=1e-4)
+    assert set(_model(cl_weight=0.0).training_losses({"user": tf.constant(users), "pos_item": tf.constant(pos),
+                                                      "neg_item": tf.constant(neg)})) == {"ranking", "l2"}
 
 
 def test_mrdib_wraps_mgcn_and_one_compiled_step_trains_every_variable():
     model = Recommender(_model(), MRdIBRegularizer(["image", "text"], n_users=N_USERS, seed=0))
+    model.build()
     batch = {k: tf.constant(v) for k, v in
              {"user": [0, 2, 4, 1], "pos_item": [1, 5, 0, 1], "neg_item": [3, 3, 2, 4]}.items()}
-    model.compute_losses(batch)  # creates the heads
     variables = model.trainable_variables
 
     @tf.function(jit_compile=True)
     def gradients():
         with tf.GradientTape() as tape:
-            losses = model.compute_losses(batch)
-        return losses, tape.gradient(losses["loss"], variables)
+            terms = model(batch, training=True)
+            loss = model.compute_loss(y_pred=terms)
+        return terms, tape.gradient(loss, variables)
 
-    losses, grads = gradients()
-    assert {"backbone", "l2", "contrastive", "kl", "mi_estimate", "unique", "mrdib"} <= set(losses)
+    terms, grads = gradients()
+    assert set(terms) == {"ranking", "l2", "contrastive"}
+    assert {m.name for m in model.regularizer.metrics} == {"kl", "mi_estimate", "unique"}
     assert all(g is not None and np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
     assert any(np.abs(g.numpy()).sum() > 0 for g, v in zip(grads, variables) if "features" in v.path)
 

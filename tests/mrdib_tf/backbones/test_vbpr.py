@@ -53,15 +53,34 @@ def test_rows_of_given_items_equal_those_rows_of_the_whole_table():
     assert users.shape == (4, 6)
 
 
-def test_regularization_loss_is_mmrec_emb_loss_on_final_embeddings():
+def _numpy_bpr(u, p, n):
+    return np.mean(np.log1p(np.exp(-((u * p).sum(1) - (u * n).sum(1)))))
+
+
+def test_training_losses_are_bpr_and_mmrecs_emb_loss_on_the_whole_tables_rows():
+    """Computed on the batch's rows only, the terms (and their gradients) equal the whole-table ones MMRec uses."""
     rng = np.random.default_rng(2)
     model = VBPR(4, 6, _features(rng, 6), embedding_dim=3, reg_weight=0.5)
-    users_table, items_table = model()
-    users, pos, neg = np.array([0, 3]), np.array([1, 2]), np.array([5, 0])
-    u, i = users_table.numpy(), items_table.numpy()
-    value = model.regularization_loss(users, pos, neg, u[users], i[pos], i[neg]).numpy()
-    expected = 0.5 * (np.linalg.norm(u[users]) + np.linalg.norm(i[pos]) + np.linalg.norm(i[neg])) / 2
-    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    batch = {"user": tf.constant([0, 3, 3]), "pos_item": tf.constant([1, 2, 2]), "neg_item": tf.constant([5, 0, 4])}
+    with tf.GradientTape(persistent=True) as tape:
+        terms = model.training_losses(batch)
+        total = terms["ranking"] + terms["l2"]
+        users_table, items_table = model()  # every item, as MMRec computes it
+        u, p, n = (tf.gather(t, batch[k]) for t, k in ((users_table, "user"), (items_table, "pos_item"),
+                                                       (items_table, "neg_item")))
+        whole = _numpy_bpr_tf(u, p, n) + 0.5 * (tf.norm(u) + tf.norm(p) + tf.norm(n)) / 3
+    u, p, n = u.numpy(), p.numpy(), n.numpy()
+    np.testing.assert_allclose(float(terms["ranking"]), _numpy_bpr(u, p, n), rtol=1e-5)
+    want_l2 = 0.5 * (np.linalg.norm(u) + np.linalg.norm(p) + np.linalg.norm(n)) / 3
+    np.testing.assert_allclose(float(terms["l2"]), want_l2, rtol=1e-5)
+    for variable, got, want in zip(model.trainable_variables, tape.gradient(total, model.trainable_variables),
+                                   tape.gradient(whole, model.trainable_variables)):
+        np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy(),
+                                   rtol=1e-5, atol=1e-7, err_msg=variable.path)
+
+
+def _numpy_bpr_tf(u, p, n):
+    return tf.reduce_mean(tf.math.softplus(-(tf.reduce_sum(u * p, 1) - tf.reduce_sum(u * n, 1))))
 
 
 def test_features_are_frozen_and_projections_train():

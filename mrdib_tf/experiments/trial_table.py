@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mrdib_tf.results import markdown_table
+from mrdib_tf.experiments.results import markdown_table
 
-COLUMNS = ("trial", "id", "status", "alpha1", "alpha2", "alpha3", "lr", "objective", "best_epoch", "epochs", "seconds")
+COLUMNS = ("trial", "id", "status", "alpha_kl", "alpha_mi", "alpha_unique", "lr", "objective", "best_epoch", "epochs", "seconds")
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,9 @@ class TrialRecord:
     trial: int
     id: str
     status: str
-    alpha1: float
-    alpha2: float
-    alpha3: float
+    alpha_kl: float
+    alpha_mi: float
+    alpha_unique: float
     lr: float
     objective: float | None
     best_epoch: int | None
@@ -44,8 +44,8 @@ def _cells(record: TrialRecord) -> list[str]:
         return "" if value is None else format(value, spec)
 
     return [
-        str(record.trial), record.id, record.status, number(record.alpha1, ".4g"), number(record.alpha2, ".4g"),
-        number(record.alpha3, ".4g"), number(record.lr, ".4g"), number(record.objective, ".5f"),
+        str(record.trial), record.id, record.status, number(record.alpha_kl, ".4g"), number(record.alpha_mi, ".4g"),
+        number(record.alpha_unique, ".4g"), number(record.lr, ".4g"), number(record.objective, ".5f"),
         number(record.best_epoch, "d"), number(record.epochs, "d"), number(record.seconds, ".1f"),
     ]
 
@@ -57,7 +57,7 @@ def trial_csv(records: Sequence[TrialRecord]) -> str:
     writer.writerow(COLUMNS)
     for r in records:
         writer.writerow(["" if v is None else v for v in (
-            r.trial, r.id, r.status, r.alpha1, r.alpha2, r.alpha3, r.lr, r.objective, r.best_epoch, r.epochs, r.seconds,
+            r.trial, r.id, r.status, r.alpha_kl, r.alpha_mi, r.alpha_unique, r.lr, r.objective, r.best_epoch, r.epochs, r.seconds,
         )])
     return buffer.getvalue()
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from data_pipeline import load_dataset, write_synthetic_dataset
-from mrdib_tf.config import RunConfig
+from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.metrics import FullRankingEvaluator
-from mrdib_tf.probes import probe_recall, standardized
+from mrdib_tf.experiments.probes import probe_recall, standardized
 
 
 @pytest.fixture(scope="module")

@@ -10,46 +10,88 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline.registry import DEFAULT_DATASET
+from mrdib_tf.mine import CRITIC_LEARNING_RATE
 
 
 def _setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+#: Model settings whose default depends on the backbone: the values chosen on tiktok's validation split
+#: (docs/RESULTS.md, "Defaults", says how). A setting left unset (None) takes its backbone's value here,
+#: else `COMMON_DEFAULTS`'.
+BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vbpr": {"reg_weight": 0.3, "prior_scale": "inputs"},
+    "mgcn": {"placement": "features", "prior_scale": "codes"},
+    "lightgcn": {},
+}
+#: MMRec's defaults for the backbones' own settings, and the MRdIB paper's best weights for MGCN.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "reg_weight": 1e-4,
+    "cl_weight": 0.01,
+    "alpha_kl": 0.005,
+    "alpha_mi": 0.05,
+    "alpha_unique": 0.005,
+    "codes_on_main_path": True,
+    "initial_sigma": 0.1,
+    "prior_scale": "codes",
+    "placement": "views",
+}
+_BY_BACKBONE = " (default: the backbone's validated value)"
+
+
 @dataclass
 class RunConfig:
     """A training run: data, backbone, MRdIB weights, optimisation and evaluation.
 
-    Defaults are MMRec's protocol (batch 2048, Adam 1e-3, 64-d, early stopping on validation Recall@20
-    with patience 20) and the MRdIB paper's best weights for MGCN (alpha1=0.005, alpha2=0.05,
-    alpha3=0.005).
+    Defaults are MMRec's protocol (batch 2048, Adam 1e-3 with PyTorch's epsilon, 64-d, early stopping on
+    validation Recall@20 with patience 20). The model settings left None take their backbone's validated
+    value (`BACKBONE_DEFAULTS`) when the config is made, so `config.json` always records what ran;
+    `replace(backbone=...)` keeps the settings already filled in.
     """
 
     dataset: str = _setting(DEFAULT_DATASET, "dataset name: data/NAME/ or $MRDIB_DATA_DIR/NAME/")
     data_dir: str | None = _setting(None, "an MMRec-layout folder to use instead of --dataset")
     backbone: str = _setting("vbpr", "backbone model")
     embedding_dim: int = _setting(64, "embedding size d")
-    reg_weight: float = _setting(1e-4, "weight of the backbone's own embedding regularizer (MMRec's reg_weight)")
+    reg_weight: float | None = _setting(
+        None, "weight of the backbone's own embedding regularizer (MMRec's reg_weight)" + _BY_BACKBONE
+    )
     n_layers: int = _setting(2, "propagation layers of graph backbones (MGCN: of its user-item view)")
-    cl_weight: float = _setting(0.01, "weight of MGCN's contrastive loss (MMRec's cl_loss; grid 0.001, 0.01, 0.1)")
+    cl_weight: float | None = _setting(
+        None, "weight of MGCN's contrastive loss (MMRec's cl_loss; grid 0.001, 0.01, 0.1)" + _BY_BACKBONE
+    )
     mrdib: bool = _setting(True, "wrap the backbone with MRdIBRegularizer (--no-mrdib: bare backbone)")
-    alpha1: float = _setting(0.005, "MRdIB weight of the KL (bottleneck) term")
-    alpha2: float = _setting(0.05, "MRdIB weight of the redundancy (MINE mutual information) term")
-    alpha3: float = _setting(0.005, "MRdIB weight of the unique (per-modality prediction) term")
-    codes_on_main_path: bool = _setting(
-        True, "the backbone consumes MRdIB's sampled codes z (--no-codes-on-main-path: it keeps h; z feeds only MRdIB's terms)"
+    alpha_kl: float | None = _setting(
+        None, "MRdIB weight of the KL (bottleneck) term" + _BY_BACKBONE
     )
-    initial_sigma: float = _setting(0.1, "MRdIB's initial noise scale, in units of each code dimension's spread")
-    prior_scale: str = _setting(
-        "codes", "MRdIB's prior is matched to the spread of the 'codes' (prices noise only) or of the 'inputs' h"
+    alpha_mi: float | None = _setting(
+        None, "MRdIB weight of the redundancy (mutual information) term" + _BY_BACKBONE
     )
-    placement: str = _setting(
-        "views", "where MGCN exposes h_m to MRdIB: 'views' (propagated item views) or 'features' (projected features)"
+    alpha_unique: float | None = _setting(
+        None, "MRdIB weight of the unique (per-modality prediction) term" + _BY_BACKBONE
     )
-    critic_lr: float | None = _setting(
-        None, "Adam learning rate of MRdIB's mutual-information critics (default: mrdib_tf.mine.CRITIC_LEARNING_RATE)"
+    codes_on_main_path: bool | None = _setting(
+        None,
+        "the backbone consumes MRdIB's sampled codes z (--no-codes-on-main-path: it keeps h, and z feeds only "
+        "MRdIB's terms)" + _BY_BACKBONE,
     )
-    fusion_head: bool = _setting(False, "add a separate MRdIB synergy head (the backbone's loss is the synergy term otherwise)")
+    initial_sigma: float | None = _setting(
+        None, "MRdIB's initial noise scale, in units of each code dimension's spread" + _BY_BACKBONE
+    )
+    prior_scale: str | None = _setting(
+        None,
+        "MRdIB's prior is matched to the spread of the 'codes' (prices noise only) or of the 'inputs' h" + _BY_BACKBONE,
+    )
+    placement: str | None = _setting(
+        None,
+        "where MGCN exposes h_m to MRdIB: 'views' (propagated item views) or 'features' (projected features)"
+        + _BY_BACKBONE,
+    )
+    critic_lr: float = _setting(CRITIC_LEARNING_RATE, "Adam learning rate of MRdIB's mutual-information critics")
+    fusion_head: bool = _setting(
+        False, "add a separate MRdIB synergy head (the backbone's loss is the synergy term otherwise)"
+    )
     epochs: int = _setting(1000, "maximum number of epochs")
     patience: int = _setting(20, "stop after this many epochs without a better validation metric")
     valid_metric: str = _setting("recall@20", "validation metric for early stopping and model choice")
@@ -62,6 +104,11 @@ class RunConfig:
     jit_compile: bool = _setting(True, "compile training steps with XLA (--no-jit-compile to turn off)")
     eval_batch_users: int = _setting(4096, "users scored at once during full-ranking evaluation")
     run_dir: str | None = _setting(None, "output folder (default runs/<dataset>-<backbone>-<time>)")
+
+    def __post_init__(self) -> None:
+        for name, value in {**COMMON_DEFAULTS, **BACKBONE_DEFAULTS.get(self.backbone, {})}.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     @property
     def dataset_name(self) -> str:
@@ -90,15 +137,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     for setting in dataclasses.fields(RunConfig):
         flag = "--" + setting.name.replace("_", "-")
         help_text = setting.metadata["help"]
-        if setting.type == "bool":
+        kind = setting.type.split(" | ")[0]
+        if kind == "bool":
             parser.add_argument(
                 flag, dest=setting.name, action=argparse.BooleanOptionalAction, default=setting.default,
                 help=help_text,
             )
         else:
-            kind = {"int": int, "float": float}.get(setting.type.split(" | ")[0], str)
-            parser.add_argument(flag, dest=setting.name, type=kind, default=setting.default,
-                                help=f"{help_text} (default: {setting.default})")
+            shown = "" if setting.name in COMMON_DEFAULTS else f" (default: {setting.default})"
+            parser.add_argument(flag, dest=setting.name, type={"int": int, "float": float}.get(kind, str),
+                                default=setting.default, help=help_text + shown)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -4,12 +4,12 @@ import math
 
 import pytest
 
-from mrdib_tf.config import RunConfig
-from mrdib_tf.results import read_run
-from mrdib_tf.run_report import group_runs, report_json, report_markdown
+from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.results import read_run
+from mrdib_tf.experiments.run_report import group_runs, report_json, report_markdown
 from tests.run_folders import write_run_folder
 
-FULL = RunConfig(dataset="fake", backbone="vbpr", alpha1=0.005, alpha2=0.05, alpha3=0.005)
+FULL = RunConfig(dataset="fake", backbone="vbpr", alpha_kl=0.005, alpha_mi=0.05, alpha_unique=0.005)
 METRICS = ["recall@20", "ndcg@20"]
 
 
@@ -19,7 +19,7 @@ def _records(tmp_path):
         ("full-2", FULL.replace(seed=2), 0.12, 0.06),
         ("full-3", FULL.replace(seed=3), 0.17, 0.07),
         ("bare-1", FULL.replace(mrdib=False, seed=1), 0.08, 0.04),
-        ("bare-2", FULL.replace(mrdib=False, seed=2, alpha1=0.3), 0.09, 0.05),  # alphas mean nothing when bare
+        ("bare-2", FULL.replace(mrdib=False, seed=2, alpha_kl=0.3), 0.09, 0.05),  # alphas mean nothing when bare
         ("slow-lr", FULL.replace(seed=1, lr=5e-4), 0.20, 0.10),
         ("lightgcn", FULL.replace(backbone="lightgcn", mrdib=False, seed=1), 0.11, 0.06),
     ]
@@ -43,7 +43,7 @@ def test_groups_pool_seeds_of_identical_settings_only(tmp_path):
 
 def test_markdown_table_shows_settings_that_vary_and_the_seeds(tmp_path):
     table = report_markdown(_records(tmp_path), "test", METRICS)
-    assert "| dataset | backbone | MRdIB | alpha1 | alpha2 | alpha3 | other settings | n | seeds | test recall@20 | test ndcg@20 |" in table
+    assert "| dataset | backbone | MRdIB | alpha_kl | alpha_mi | alpha_unique | other settings | n | seeds | test recall@20 | test ndcg@20 |" in table
     assert "| fake | vbpr | on | 0.005 | 0.05 | 0.005 | lr=0.001 | 3 | 1, 2, 3 | 0.1300 ± 0.0361 | 0.0600 ± 0.0100 |" in table
     assert "| fake | vbpr | off | - | - | - | lr=0.001 | 2 | 1, 2 | 0.0850 ± 0.0071 | 0.0450 ± 0.0071 |" in table
     assert "fusion_head=False" in table.split("Shared settings: ")[1]
@@ -60,6 +60,6 @@ def test_validation_split_and_repeated_seeds(tmp_path):
     data = report_json(records, "valid", ["recall@20"])
     full = next(g for g in data["groups"] if g["n"] == 3)
     assert full["mean"]["recall@20"] == pytest.approx(1 - 0.13)
-    assert full["settings"]["alpha2"] == 0.05 and "seed" not in full["settings"]
+    assert full["settings"]["alpha_mi"] == 0.05 and "seed" not in full["settings"]
     with pytest.raises(ValueError, match="split must be"):
         report_markdown(records, "train", METRICS)

@@ -159,7 +159,7 @@ def served_codes(views: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[str, Ma
 def diagnose(run, out_dir: Path, mine_steps: int = 300, seed: int = 0, probes: bool = False) -> dict:
     """Writes `projections.png`, `diagnostics.json` and a `projector/` log for a `TrainedRun`; returns the JSON.
 
-    With `probes`, also trains a linear probe on each modality's served codes (`mrdib_tf.probes`) and
+    With `probes`, also trains a linear probe on each modality's served codes (`mrdib_tf.experiments.probes`) and
     reports its validation and test metrics: what that modality's code alone knows of the users' items.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ def diagnose(run, out_dir: Path, mine_steps: int = 300, seed: int = 0, probes: b
     report = {"run": run.config.run_dir, "variant": variant,
               "mutual_information_nats": mutual_information, "projector_tensors": exported}
     if probes:
-        from mrdib_tf.probes import probe_recall
+        from mrdib_tf.experiments.probes import probe_recall
 
         view, codes = served_codes(views)
         report["probes"] = {"codes": view, **{m: probe_recall(run.dataset, x, run.config) for m, x in codes.items()}}

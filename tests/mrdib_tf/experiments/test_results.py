@@ -5,13 +5,13 @@ import math
 
 import pytest
 
-from mrdib_tf.config import RunConfig
-from mrdib_tf.results import (
+from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.results import (
     RunSummary, aggregate, experiment_settings, find_runs, markdown_table, mean_std_cell, read_run, train_or_reuse,
 )
 from tests.run_folders import write_run_folder
 
-BASE = RunConfig(dataset="fake", seed=3, alpha1=0.01, alpha2=0.02, alpha3=0.03)
+BASE = RunConfig(dataset="fake", seed=3, alpha_kl=0.01, alpha_mi=0.02, alpha_unique=0.03)
 
 
 def test_aggregate_gives_mean_and_sample_std_per_group_in_first_seen_order():
@@ -57,7 +57,7 @@ def test_read_run_names_the_missing_or_broken_file(tmp_path):
 
 
 def _fit_result(value):
-    from mrdib_tf.training import FitResult
+    from mrdib_tf.experiments.training import FitResult
 
     return FitResult(best_epoch=1, valid={"recall@20": value}, test={"recall@20": value},
                      epoch_seconds=[1.0], eval_seconds=[0.5])
@@ -85,8 +85,8 @@ def test_train_or_reuse_reuses_a_finished_run_and_trains_an_unfinished_one(tmp_p
 
 def test_train_or_reuse_refuses_a_folder_holding_another_run(tmp_path):
     write_run_folder(tmp_path / "done", BASE, test={"recall@20": 0.25})
-    with pytest.raises(ValueError, match=r"alpha1: 0.01 there, 0.5 now"):
-        train_or_reuse(BASE.replace(alpha1=0.5, run_dir=str(tmp_path / "done")), lambda c: None)
+    with pytest.raises(ValueError, match=r"alpha_kl: 0.01 there, 0.5 now"):
+        train_or_reuse(BASE.replace(alpha_kl=0.5, run_dir=str(tmp_path / "done")), lambda c: None)
 
 
 def test_find_runs_walks_folders_and_refuses_empty_ones(tmp_path):
@@ -102,7 +102,7 @@ def test_find_runs_walks_folders_and_refuses_empty_ones(tmp_path):
 
 def test_experiment_settings_leave_out_the_seed_and_a_bare_runs_alphas():
     full = experiment_settings(BASE)
-    assert "seed" not in full and "run_dir" not in full and full["alpha2"] == 0.02
+    assert "seed" not in full and "run_dir" not in full and full["alpha_mi"] == 0.02
     bare = experiment_settings(BASE.replace(mrdib=False, seed=9))
-    assert "alpha1" not in bare and "fusion_head" not in bare
-    assert bare == experiment_settings(BASE.replace(mrdib=False, alpha1=0.5, seed=10))
+    assert "alpha_kl" not in bare and "fusion_head" not in bare
+    assert bare == experiment_settings(BASE.replace(mrdib=False, alpha_kl=0.5, seed=10))

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mrdib_tf.results import (
+from mrdib_tf.experiments.results import (
     GroupSummary, RunRecord, aggregate, experiment_settings, markdown_table, mean_std_cell,
 )
 
 DEFAULT_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 #: Settings shown in their own columns (everything else that varies goes to "other settings").
-SHOWN = ("dataset", "data_dir", "backbone", "mrdib", "alpha1", "alpha2", "alpha3")
+SHOWN = ("dataset", "data_dir", "backbone", "mrdib", "alpha_kl", "alpha_mi", "alpha_unique")
 
 
 def _key(record: RunRecord) -> tuple:
@@ -60,13 +60,13 @@ def report_markdown(records: Sequence[RunRecord], split: str = "test",
     """The Markdown comparison table: mean ± sample std over seeds, n runs, the seeds used."""
     groups = group_runs(records, split, metrics)
     varying, shared = _varying_settings(groups)
-    headers = ["dataset", "backbone", "MRdIB", "alpha1", "alpha2", "alpha3",
+    headers = ["dataset", "backbone", "MRdIB", "alpha_kl", "alpha_mi", "alpha_unique",
                *(["other settings"] if varying else []), "n", "seeds", *(f"{split} {m}" for m in metrics)]
     rows, repeated = [], []
     for summary, runs in groups:
         config = runs[0].config
         settings = dict(summary.key)
-        alphas = [f"{getattr(config, a):g}" if config.mrdib else "-" for a in ("alpha1", "alpha2", "alpha3")]
+        alphas = [f"{getattr(config, a):g}" if config.mrdib else "-" for a in ("alpha_kl", "alpha_mi", "alpha_unique")]
         seeds = sorted(r.config.seed for r in runs)
         if len(set(seeds)) < len(seeds):
             repeated.append(f"{config.dataset_name}/{config.backbone} ({', '.join(str(r.run_dir) for r in runs)})")

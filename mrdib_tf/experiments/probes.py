@@ -14,9 +14,10 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
-from mrdib_tf.backbones.base import Backbone
-from mrdib_tf.config import RunConfig
-from mrdib_tf.losses import embedding_norm_loss
+from mrdib_tf.backbones.base import Backbone, Encode, batch_vectors
+from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.training import fit
+from mrdib_tf.losses import embedding_norm_loss, pairwise_bpr
 from mrdib_tf.recommender import Recommender
 
 
@@ -31,15 +32,18 @@ class FrozenItemCodes(Backbone):
 
     def __init__(self, n_users: int, codes: np.ndarray, reg_weight: float = 0.0, **kwargs):
         super().__init__(n_users, codes.shape[0], reg_weight, **kwargs)
-        self.codes = self._table("codes", codes)
+        self.codes = self._frozen("codes", codes)
         self.users = self.add_weight(name="users", shape=(n_users, codes.shape[1]), initializer="glorot_uniform")
 
-    def embeddings(self, representations: Mapping[str, tf.Tensor], training: bool = False,
-                   items: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    def embeddings(self, representations: Mapping[str, tf.Tensor], items: tf.Tensor | None = None,
+                   training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.convert_to_tensor(self.users), tf.convert_to_tensor(self.codes)
 
-    def regularization_loss(self, users, pos_items, neg_items, user_vectors, pos_vectors, neg_vectors):
-        return self.reg_weight * embedding_norm_loss(user_vectors)
+    def training_losses(self, batch: Mapping[str, tf.Tensor], encode: Encode | None = None,
+                        training: bool = True) -> dict[str, tf.Tensor]:
+        users, positives, negatives = batch_vectors(*self.embeddings({}), batch)
+        return {"ranking": pairwise_bpr(users, positives, negatives),
+                "l2": self.reg_weight * embedding_norm_loss(users)}
 
 
 def standardized(codes: np.ndarray) -> np.ndarray:
@@ -52,10 +56,8 @@ def probe_recall(dataset, codes: np.ndarray, config: RunConfig) -> dict[str, dic
     """Trains a linear probe on frozen `codes` ([n_items, d], standardised first) and tests it once.
 
     `config` supplies the protocol (batch size, lr, negatives, patience, seed, XLA); its model settings
-    are ignored. Returns `{"valid": ..., "test": ...}` metrics at the best validation epoch.
+    are ignored. Returns `{"valid": ..., "test": ..., "best_epoch": ...}` at the best validation epoch.
     """
-    from mrdib_tf.training import Trainer
-
     probe = Recommender(FrozenItemCodes(dataset.n_users, standardized(codes), name="probe"), name="probe")
-    result = Trainer(probe, dataset, config, run_dir=None, verbose=False).fit()
+    result = fit(probe, dataset, config, run_dir=None, verbose=False)
     return {"valid": result.valid, "test": result.test, "best_epoch": result.best_epoch}

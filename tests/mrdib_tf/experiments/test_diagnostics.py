@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mrdib_tf.diagnostics import estimate_mutual_information, export_projector, pca_2d
+from mrdib_tf.experiments.diagnostics import estimate_mutual_information, export_projector, pca_2d
 
 
 def test_pca_matches_the_covariance_eigenvectors_up_to_sign():

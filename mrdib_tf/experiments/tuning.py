@@ -1,6 +1,6 @@
 """Hyper-parameter search over MRdIB's weights (and optionally the learning rate) with KerasTuner.
 
-A trial is one training run of the configuration the oracle proposes (`mrdib_tf.training.train`, early
+A trial is one training run of the configuration the oracle proposes (`mrdib_tf.experiments.training.train`, early
 stopping on validation), in `<folder>/trials/trial_<id>/`. The oracle is told validation metrics only
 (the objective is `valid_<RunConfig.valid_metric>`, maximised): the choice never sees test. The tuners
 subclass KerasTuner's and override `run_trial`, so no Keras model goes through KerasTuner's fit
@@ -29,18 +29,18 @@ from typing import Any
 
 import keras_tuner
 
-from mrdib_tf.config import RunConfig
-from mrdib_tf.progress import RunClock, format_duration
-from mrdib_tf.results import (
+from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.progress import RunClock, format_duration
+from mrdib_tf.experiments.results import (
     NON_EXPERIMENT_SETTINGS, RunSummary, setting_differences, train_or_reuse,
 )
-from mrdib_tf.trial_table import TrialRecord, plot_objective, write_trial_tables
+from mrdib_tf.experiments.trial_table import TrialRecord, plot_objective, write_trial_tables
 
 TUNERS = ("bayesian", "random", "hyperband")
 #: The MRdIB paper searches each alpha in {1e-4, 1e-3, 5e-3, 1e-2, 5e-2}; we search that range log-uniformly.
 PAPER_ALPHA_RANGE = (1e-4, 5e-2)
 DEFAULT_LR_RANGE = (1e-4, 1e-2)
-ALPHAS = ("alpha1", "alpha2", "alpha3")
+ALPHAS = ("alpha_kl", "alpha_mi", "alpha_unique")
 METRIC_FAMILIES = ("recall", "ndcg", "precision", "map")
 PROJECT_NAME = "keras_tuner"
 SETTINGS_FILE = "search.json"
@@ -55,7 +55,7 @@ class SearchSettings:
         tuner: "bayesian" (Gaussian-process BayesianOptimization), "random" or "hyperband".
         max_trials: number of trials (for Hyperband, a cap on its schedule).
         tune_lr: also search the Adam learning rate (log-uniform over `lr_range`).
-        alpha_range: (low, high) of the log-uniform range of alpha1, alpha2, alpha3.
+        alpha_range: (low, high) of the log-uniform range of alpha_kl, alpha_mi, alpha_unique.
         lr_range: (low, high) of the learning rate's range when `tune_lr`.
         initial_points: Bayesian: random trials before the Gaussian process proposes; None picks
             min(3 x tuned dimensions (KerasTuner's default), max(2, max_trials // 2)) so a short
@@ -95,7 +95,7 @@ class SearchSettings:
 
 
 def search_space(settings: SearchSettings) -> keras_tuner.HyperParameters:
-    """alpha1..3 (and lr when tuned), each log-uniform over its range."""
+    """alpha_kl, alpha_mi and alpha_unique (and lr when tuned), each log-uniform over its range."""
     space = keras_tuner.HyperParameters()
     for name in ALPHAS:
         space.Float(name, *settings.alpha_range, sampling="log")
@@ -303,7 +303,7 @@ class Search:
             epochs, best_epoch = measured("epochs"), measured("best_epoch")
             records.append(TrialRecord(
                 trial=number, id=trial_id, status=str(trial.status),
-                alpha1=config.alpha1, alpha2=config.alpha2, alpha3=config.alpha3, lr=config.lr,
+                alpha_kl=config.alpha_kl, alpha_mi=config.alpha_mi, alpha_unique=config.alpha_unique, lr=config.lr,
                 objective=measured(self.objective), seconds=measured("seconds"),
                 epochs=None if epochs is None else int(epochs),
                 best_epoch=None if best_epoch is None else int(best_epoch),

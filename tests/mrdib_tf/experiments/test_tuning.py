@@ -1,7 +1,7 @@
 """Search: the objective is validation only, an interrupted search resumes, Hyperband's budget is `epochs`.
 
 The train function is injected: trial results are made up so that validation and test disagree by
-construction (validation rewards a large alpha1, test a small one).
+construction (validation rewards a large alpha_kl, test a small one).
 """
 
 import csv
@@ -11,20 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from mrdib_tf.config import RunConfig
-from mrdib_tf.training import FitResult
-from mrdib_tf.tuning import PAPER_ALPHA_RANGE, Search, SearchSettings, trial_config
+from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.training import FitResult
+from mrdib_tf.experiments.tuning import PAPER_ALPHA_RANGE, Search, SearchSettings, trial_config
 
 BASE = RunConfig(dataset="fake", backbone="vbpr", seed=7, epochs=5, patience=2)
 FAMILIES, KS = ("recall", "ndcg", "precision", "map"), (5, 10, 20, 50)
 
 
-def valid_value(alpha1: float) -> float:
-    return 1.0 + math.log10(alpha1) / 10.0      # increases with alpha1
+def valid_value(alpha_kl: float) -> float:
+    return 1.0 + math.log10(alpha_kl) / 10.0      # increases with alpha_kl
 
 
-def test_value(alpha1: float) -> float:
-    return -math.log10(alpha1) / 10.0           # decreases with alpha1
+def test_value(alpha_kl: float) -> float:
+    return -math.log10(alpha_kl) / 10.0           # decreases with alpha_kl
 
 
 test_value.__test__ = False  # a helper, not a test
@@ -46,8 +46,8 @@ class DisagreeingTrainer:
         self.calls.append(config)
         if len(self.calls) == self.fail_at_call:
             raise self.error("injected")
-        return FitResult(best_epoch=2, valid=_metrics(valid_value(config.alpha1)),
-                         test=_metrics(test_value(config.alpha1)),
+        return FitResult(best_epoch=2, valid=_metrics(valid_value(config.alpha_kl)),
+                         test=_metrics(test_value(config.alpha_kl)),
                          epoch_seconds=[0.5, 0.5, 0.5], eval_seconds=[0.1, 0.1, 0.1])
 
 
@@ -66,17 +66,17 @@ def test_choice_follows_validation_not_test(tmp_path, tuner):
     trainer = DisagreeingTrainer()
     outcome = _search(tmp_path / "search", trainer, tuner=tuner).run()
 
-    alpha1s = [r.alpha1 for r in outcome.records]
-    assert len(alpha1s) == 4 and len(set(alpha1s)) == 4
+    alpha_kls = [r.alpha_kl for r in outcome.records]
+    assert len(alpha_kls) == 4 and len(set(alpha_kls)) == 4
     assert all(PAPER_ALPHA_RANGE[0] <= getattr(r, a) <= PAPER_ALPHA_RANGE[1]
-               for r in outcome.records for a in ("alpha1", "alpha2", "alpha3"))
-    best_alpha1 = max(alpha1s)
-    assert outcome.best_config.alpha1 == best_alpha1
-    assert outcome.best_objective == pytest.approx(valid_value(best_alpha1))
+               for r in outcome.records for a in ("alpha_kl", "alpha_mi", "alpha_unique"))
+    best_alpha_kl = max(alpha_kls)
+    assert outcome.best_config.alpha_kl == best_alpha_kl
+    assert outcome.best_objective == pytest.approx(valid_value(best_alpha_kl))
     # The chosen trial has the WORST test value of all trials: test played no part in the choice.
-    assert outcome.retrained.test["recall@20"] == pytest.approx(min(test_value(a) for a in alpha1s))
+    assert outcome.retrained.test["recall@20"] == pytest.approx(min(test_value(a) for a in alpha_kls))
     # The retrain is the best trial's configuration with the same seed, in best/.
-    best_trial_config = next(c for c in trainer.calls if c.alpha1 == best_alpha1)
+    best_trial_config = next(c for c in trainer.calls if c.alpha_kl == best_alpha_kl)
     assert trainer.calls[-1] == best_trial_config.replace(run_dir=str(tmp_path / "search" / "best"))
     assert trainer.calls[-1].seed == BASE.seed
     # The oracle was told validation metrics and bookkeeping only.
@@ -100,15 +100,15 @@ def test_trial_table_and_best_json_hold_the_measured_values(tmp_path):
     trained = {c.run_dir: c for c in trainer.calls}
     for row in rows:
         config = trained[str(folder / "trials" / f"trial_{row['id']}")]
-        assert float(row["alpha1"]) == pytest.approx(config.alpha1)
-        assert float(row["alpha3"]) == pytest.approx(config.alpha3)
+        assert float(row["alpha_kl"]) == pytest.approx(config.alpha_kl)
+        assert float(row["alpha_unique"]) == pytest.approx(config.alpha_unique)
         assert float(row["lr"]) == BASE.lr
-        assert float(row["objective"]) == pytest.approx(valid_value(float(row["alpha1"])))
+        assert float(row["objective"]) == pytest.approx(valid_value(float(row["alpha_kl"])))
         assert (row["status"], row["best_epoch"], row["epochs"]) == ("COMPLETED", "2", "3")
     best_row = max(rows, key=lambda r: float(r["objective"]))
     best = json.loads((folder / "best.json").read_text())
     assert best["trial"] == int(best_row["trial"]) == outcome.best_trial
-    assert best["retrained_test"]["recall@20"] == pytest.approx(test_value(float(best_row["alpha1"])))
+    assert best["retrained_test"]["recall@20"] == pytest.approx(test_value(float(best_row["alpha_kl"])))
     markdown = (folder / "trials.md").read_text()
     assert f"| {best_row['trial']} * | {best_row['id']} | COMPLETED |" in markdown
     assert (folder / "objective.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -129,8 +129,8 @@ def test_interrupted_search_resumes_without_retraining_finished_trials(tmp_path)
     assert _folder_names(second.calls) == ["trial_1", "trial_2", "trial_3", "best"]
     # The interrupted trial is re-run with the values the oracle gave it before.
     interrupted, rerun = first.calls[1], second.calls[0]
-    assert (rerun.alpha1, rerun.alpha2, rerun.alpha3) == (interrupted.alpha1, interrupted.alpha2, interrupted.alpha3)
-    assert outcome.records[0].alpha1 == first.calls[0].alpha1
+    assert (rerun.alpha_kl, rerun.alpha_mi, rerun.alpha_unique) == (interrupted.alpha_kl, interrupted.alpha_mi, interrupted.alpha_unique)
+    assert outcome.records[0].alpha_kl == first.calls[0].alpha_kl
     assert any("resuming with 1 trial(s) finished" in line for line in lines)
     assert any(line.startswith("[tune] trial 4 of 4 done") and "best so far" in line and "elapsed" in line
                for line in lines)
@@ -144,7 +144,7 @@ def test_a_search_interrupted_in_its_first_trial_starts_that_trial_again(tmp_pat
     second = DisagreeingTrainer()
     outcome = _search(folder, second, tuner="bayesian").run()
     assert _folder_names(second.calls) == ["trial_0", "trial_1", "trial_2", "trial_3", "best"]
-    assert second.calls[0].alpha1 == first.calls[0].alpha1  # the oracle's seeded draw is repeated
+    assert second.calls[0].alpha_kl == first.calls[0].alpha_kl  # the oracle's seeded draw is repeated
     assert [r.status for r in outcome.records] == ["COMPLETED"] * 4
 
 
@@ -167,8 +167,8 @@ def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
 
     assert [r.status for r in outcome.records] == ["COMPLETED", "FAILED", "COMPLETED", "COMPLETED"]
     assert outcome.records[1].objective is None
-    completed = [r.alpha1 for r in outcome.records if r.status == "COMPLETED"]
-    assert outcome.best_config.alpha1 == max(completed)
+    completed = [r.alpha_kl for r in outcome.records if r.status == "COMPLETED"]
+    assert outcome.best_config.alpha_kl == max(completed)
 
 
 def test_a_data_error_stops_the_search_with_its_message(tmp_path):
@@ -190,14 +190,14 @@ def test_hyperband_budget_becomes_the_trials_epochs(tmp_path):
     for config in trainer.calls[:-1]:
         assert config.epochs == budgets[Path(config.run_dir).name.removeprefix("trial_")] == 1
     assert trainer.calls[-1].epochs == base_epochs  # the best configuration is retrained with the full budget
-    assert outcome.best_config.alpha1 == max(r.alpha1 for r in outcome.records)
+    assert outcome.best_config.alpha_kl == max(r.alpha_kl for r in outcome.records)
 
 
 def test_trial_config_applies_tuned_values_and_nothing_else():
-    config = trial_config(BASE, {"alpha1": 0.01, "alpha2": 0.002, "alpha3": 0.0003, "lr": 0.005,
+    config = trial_config(BASE, {"alpha_kl": 0.01, "alpha_mi": 0.002, "alpha_unique": 0.0003, "lr": 0.005,
                                  "tuner/epochs": 3, "tuner/round": 1}, "x/trial_1")
-    assert config == BASE.replace(alpha1=0.01, alpha2=0.002, alpha3=0.0003, lr=0.005, epochs=3, run_dir="x/trial_1")
-    assert trial_config(BASE, {"alpha1": 0.01, "alpha2": 0.02, "alpha3": 0.03}, "y").lr == BASE.lr
+    assert config == BASE.replace(alpha_kl=0.01, alpha_mi=0.002, alpha_unique=0.0003, lr=0.005, epochs=3, run_dir="x/trial_1")
+    assert trial_config(BASE, {"alpha_kl": 0.01, "alpha_mi": 0.02, "alpha_unique": 0.03}, "y").lr == BASE.lr
 
 
 def test_tuned_learning_rate_is_searched_in_its_range(tmp_path):

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mrdib_tf.config import RunConfig
-from mrdib_tf.progress import RunClock, format_duration
-from mrdib_tf.results import (
+from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.progress import RunClock, format_duration
+from mrdib_tf.experiments.results import (
     RunSummary, aggregate, markdown_table, mean_std_cell, train_or_reuse,
 )
 
@@ -39,10 +39,10 @@ class Variant:
 
 VARIANTS = (
     Variant("full", "full MRdIB"),
-    Variant("alpha1-0", "alpha1 = 0 (no bottleneck KL)", {"alpha1": 0.0}),
-    Variant("alpha2-0", "alpha2 = 0 (no redundancy term)", {"alpha2": 0.0}),
-    Variant("alpha3-0", "alpha3 = 0 (no unique term)", {"alpha3": 0.0}),
-    Variant("alpha2-alpha3-0", "alpha2 = alpha3 = 0 (bottleneck only)", {"alpha2": 0.0, "alpha3": 0.0}),
+    Variant("alpha_kl-0", "alpha_kl = 0 (no bottleneck KL)", {"alpha_kl": 0.0}),
+    Variant("alpha_mi-0", "alpha_mi = 0 (no redundancy term)", {"alpha_mi": 0.0}),
+    Variant("alpha_unique-0", "alpha_unique = 0 (no unique term)", {"alpha_unique": 0.0}),
+    Variant("alpha_mi-alpha_unique-0", "alpha_mi = alpha_unique = 0 (bottleneck only)", {"alpha_mi": 0.0, "alpha_unique": 0.0}),
     Variant("bare", "bare backbone (no MRdIB)", {"mrdib": False}),
 )
 
@@ -65,7 +65,7 @@ def ablation_runs(base: RunConfig, n_seeds: int, root: str | Path) -> list[Ablat
         raise ValueError(f"--seeds must be at least 1, got {n_seeds}.")
     if not base.mrdib:
         raise ValueError("The ablation switches MRdIB's terms off one by one: start from MRdIB on (drop --no-mrdib).")
-    zero = [name for name in ("alpha1", "alpha2", "alpha3") if getattr(base, name) <= 0]
+    zero = [name for name in ("alpha_kl", "alpha_mi", "alpha_unique") if getattr(base, name) <= 0]
     if zero:
         raise ValueError(
             f"The full configuration needs every alpha > 0, but {', '.join(zero)} "
@@ -95,10 +95,10 @@ def ablation_markdown(base: RunConfig, finished, total_runs: int, metrics: Seque
     rows = []
     for group in summarize(finished, metrics):
         config = configs[group.key]
-        alphas = [f"{getattr(config, a):g}" if config.mrdib else "-" for a in ("alpha1", "alpha2", "alpha3")]
+        alphas = [f"{getattr(config, a):g}" if config.mrdib else "-" for a in ("alpha_kl", "alpha_mi", "alpha_unique")]
         rows.append([labels[group.key].label, *alphas, group.n,
                      *(mean_std_cell(group.mean[m], group.std[m]) for m in metrics)])
-    headers = ["variant", "alpha1", "alpha2", "alpha3", "n", *(f"test {m}" for m in metrics)]
+    headers = ["variant", "alpha_kl", "alpha_mi", "alpha_unique", "n", *(f"test {m}" for m in metrics)]
     return (
         f"# MRdIB ablation: {base.dataset_name} / {base.backbone}\n\n"
         f"{len(finished)} of {total_runs} runs finished. Test metrics at the best validation "

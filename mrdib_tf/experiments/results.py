@@ -1,6 +1,6 @@
 """Finished run folders as records, reused instead of retrained, and aggregated over seeds.
 
-A finished run folder (written by `mrdib_tf.training.train`) holds `config.json` (the `RunConfig`) and
+A finished run folder (written by `mrdib_tf.experiments.training.train`) holds `config.json` (the `RunConfig`) and
 `metrics.json` (the `FitResult`: best epoch, validation and test metrics, timings). The tuner, the
 ablation and `trainers.report` all read runs through `read_run`, skip finished runs through
 `train_or_reuse`, and summarise seeds through `aggregate`, so every table is computed from files.
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mrdib_tf.config import RunConfig
+from mrdib_tf.experiments.config import RunConfig
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -26,7 +26,7 @@ METRICS_FILE = "metrics.json"
 #: Settings that do not change what a run learns: runs differing only in these are the same experiment.
 NON_EXPERIMENT_SETTINGS = ("seed", "run_dir", "eval_batch_users", "jit_compile")
 #: Settings that only matter with MRdIB on.
-MRDIB_SETTINGS = ("alpha1", "alpha2", "alpha3", "fusion_head")
+MRDIB_SETTINGS = ("alpha_kl", "alpha_mi", "alpha_unique", "fusion_head")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,134 @@
+"""MRdIB's variational bottleneck for one modality: q(z | h) = Normal(mu(h), (s sigma(h))^2) and its KL.
+
+The prior is matched to a per-dimension mean and spread (c, s) over the batch's item rows, and sigma is
+measured in units of s, so the KL does not depend on the scale of h: one weight means the same for
+VBPR's projections (entries near 1) and MGCN's propagated views (entries near 0.003).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from mrdib_tf.sampling import standard_normal
+
+tfd = tfp.distributions
+
+#: sigma (in units of the spread s) never drops below this, so log sigma in the KL stays finite.
+SIGMA_FLOOR = 1e-4
+#: Keeps the spread positive on a constant (dead) dimension.
+SPREAD_EPSILON = 1e-12
+#: Whose per-dimension spread the prior is matched to (see `ModalityBottleneck`).
+PRIOR_SCALES = ("codes", "inputs")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One modality's bottleneck for one step.
+
+    Attributes:
+        codes: [n, d] one code per row given: a reparameterized sample in training, mu at inference.
+        batch_codes: [r, d] the codes of the batch rows, standardised by (c, s): what MRdIB's heads read.
+        posterior: q(z | h) on the batch rows, event shape [d]; None when the bottleneck is deterministic.
+        prior: the matched prior N(c, s^2) on the same rows; None likewise.
+    """
+
+    codes: tf.Tensor
+    batch_codes: tf.Tensor
+    posterior: tfd.Distribution | None = None
+    prior: tfd.Distribution | None = None
+
+    def kl(self) -> tf.Tensor:
+        """KL(q || prior) of the d-dimensional posterior (nats per item), averaged over the batch rows."""
+        return tf.reduce_mean(tfd.kl_divergence(self.posterior, self.prior))
+
+
+def _spread(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-dimension mean and standard deviation of `rows` over its rows."""
+    mean, variance = tf.nn.moments(rows, axes=[0])
+    return mean, tf.sqrt(variance + SPREAD_EPSILON)
+
+
+@keras.saving.register_keras_serializable(package="mrdib_tf")
+class ModalityBottleneck(keras.layers.Layer):
+    """The variational bottleneck of one modality's representation h [n, d].
+
+    mu = Dense(d)(h), initialised to the identity (training starts at the backbone's own h). sigma =
+    sigmoid(Dense(d)((mu - c) / s) + b) in (0, 1), starting at `initial_sigma` everywhere, and the
+    posterior's scale is s sigma: noise is measured against the code's spread, whatever its scale.
+    KL(q || N(c, s^2)) per dimension is -log sigma + (sigma^2 + ((mu - c) / s)^2) / 2 - 1/2.
+
+    `prior_scale` says whose spread (c, s) are, over the batch rows: "codes" (mu's own, with their
+    gradient), so that the mean of ((mu - c) / s)^2 is exactly 1 and the KL prices only the noise, a
+    signal-to-noise ratio (the rate of a Gaussian channel); or "inputs" (h's, held constant), the
+    variational bottleneck of Alemi et al. on standardised inputs, where shrinking the means also lowers
+    the KL.
+
+    Args:
+        stochastic: sample z in training (False: a deterministic encoder, z = mu, no sigma head).
+        initial_sigma: sigma at initialisation, in (0, 1).
+        prior_scale: "codes" or "inputs".
+    """
+
+    def __init__(self, stochastic: bool = True, initial_sigma: float = 0.1, prior_scale: str = "codes", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(initial_sigma, (int, float)) or not 0 < initial_sigma < 1:
+            raise ValueError(f"initial_sigma must be in (0, 1), got {initial_sigma!r}.")
+        if prior_scale not in PRIOR_SCALES:
+            raise ValueError(f"prior_scale must be one of {PRIOR_SCALES}, got {prior_scale!r}.")
+        self.stochastic = stochastic
+        self.initial_sigma = float(initial_sigma)
+        self.prior_scale = prior_scale
+
+    def build(self, input_shape: tuple) -> None:
+        if len(input_shape) != 2 or input_shape[-1] is None:
+            raise ValueError(f"a representation must be [n_items, d] with a known d, got shape {tuple(input_shape)}.")
+        width = input_shape[-1]
+        self.mu = keras.layers.Dense(width, kernel_initializer="identity", name="mu")
+        self.mu.build((None, width))
+        self.sigma = None
+        if self.stochastic:
+            logit = math.log(self.initial_sigma / (1.0 - self.initial_sigma))
+            self.sigma = keras.layers.Dense(width, kernel_initializer="zeros",
+                                            bias_initializer=keras.initializers.Constant(logit), name="sigma")
+            self.sigma.build((None, width))
+
+    def call(self, h: tf.Tensor) -> tf.Tensor:
+        """The posterior mean mu(h): the inference path."""
+        return self.mu(h)
+
+    def encode(self, h: tf.Tensor, rows: tf.Tensor | None, noise_seed: tf.Tensor | None) -> Encoding:
+        """Encodes every row of h; statistics, posterior and prior on `rows` (None: every row).
+
+        Args:
+            h: [n, d] the representations.
+            rows: the batch's rows of h (positives then negatives), or None when h holds just those.
+            noise_seed: a stateless int32 [2] seed for the reparameterization noise; None gives the means.
+        """
+        if not self.built:
+            self.build(tuple(h.shape))
+        with keras.name_scope(self.name, caller=self):
+            select = (lambda x: x) if rows is None else (lambda x: tf.gather(x, rows))
+            mu = self.mu(h)
+            # Matched to the codes the statistics keep their gradient: the standardised means then have
+            # mean square exactly 1 whatever mu does, so the KL's gradient reaches sigma only.
+            reference = select(mu) if self.prior_scale == "codes" else tf.stop_gradient(select(h))
+            center, spread = _spread(reference)
+            if self.sigma is None:
+                return Encoding(mu, (select(mu) - center) / spread)
+            scale = spread * (SIGMA_FLOOR + (1.0 - SIGMA_FLOOR) * tf.sigmoid(self.sigma((mu - center) / spread)))
+            codes = mu if noise_seed is None else mu + scale * standard_normal(tf.shape(mu), noise_seed)
+            mu_rows = select(mu)
+            posterior = tfd.Independent(tfd.Normal(mu_rows, select(scale)), reinterpreted_batch_ndims=1)
+            prior = tfd.Independent(
+                tfd.Normal(center + tf.zeros_like(mu_rows), spread + tf.zeros_like(mu_rows)), reinterpreted_batch_ndims=1
+            )
+            return Encoding(codes, (select(codes) - center) / spread, posterior, prior)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "stochastic": self.stochastic, "initial_sigma": self.initial_sigma,
+                "prior_scale": self.prior_scale}

@@ -1,0 +1,73 @@
+"""From a `RunConfig` to its dataset and model: the one place run settings meet the library's constructors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mrdib_tf.backbones import MGCN, VBPR, Backbone, LightGCN
+from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.recommender import Recommender
+from mrdib_tf.regularizer import MRdIBRegularizer
+
+
+def _vbpr(dataset, config: RunConfig) -> Backbone:
+    return VBPR(dataset.n_users, dataset.n_items, dataset.features, embedding_dim=config.embedding_dim,
+                reg_weight=config.reg_weight, name="vbpr")
+
+
+def _lightgcn(dataset, config: RunConfig) -> Backbone:
+    users, items = dataset.train_pairs()
+    return LightGCN(dataset.n_users, dataset.n_items, users, items, embedding_dim=config.embedding_dim,
+                    n_layers=config.n_layers, reg_weight=config.reg_weight, name="lightgcn")
+
+
+def _mgcn(dataset, config: RunConfig) -> Backbone:
+    users, items = dataset.train_pairs()
+    return MGCN(dataset.n_users, dataset.n_items, users, items, dataset.features, embedding_dim=config.embedding_dim,
+                n_ui_layers=config.n_layers, cl_weight=config.cl_weight, reg_weight=config.reg_weight,
+                batch_size=config.batch_size, placement=config.placement, name="mgcn")
+
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {"lightgcn": _lightgcn, "mgcn": _mgcn, "vbpr": _vbpr}
+
+#: Backbones that read no item features: their datasets may lack feature files.
+ID_ONLY_BACKBONES = frozenset({"lightgcn"})
+
+
+def dataset_for(config: RunConfig):
+    """The `PreparedDataset` a run with `config` trains on (features only if the backbone reads them)."""
+    from data_pipeline import load_dataset
+
+    return load_dataset(
+        name=None if config.data_dir else config.dataset,
+        data_dir=config.data_dir,
+        require_features=config.backbone not in ID_ONLY_BACKBONES,
+    )
+
+
+def build_backbone(dataset, config: RunConfig) -> Backbone:
+    """The backbone named by `config.backbone`, sized for `dataset`."""
+    try:
+        factory = BACKBONES[config.backbone]
+    except KeyError:
+        raise ValueError(f"Unknown backbone '{config.backbone}'; choose one of {sorted(BACKBONES)}.") from None
+    return factory(dataset, config)
+
+
+def build_recommender(dataset, config: RunConfig) -> Recommender:
+    """The backbone named by `config`, wrapped by MRdIB with its settings unless `config.mrdib` is off."""
+    backbone = build_backbone(dataset, config)
+    regularizer = None
+    if config.mrdib:
+        if len(backbone.modalities) < 2:
+            raise ValueError(
+                f"MRdIB needs two or more modalities; backbone '{config.backbone}' on {config.dataset_name} has "
+                f"{len(backbone.modalities)}. Train it bare (`mrdib=False`), or choose a multimodal backbone."
+            )
+        regularizer = MRdIBRegularizer(
+            backbone.modalities, n_users=backbone.n_users, alpha_kl=config.alpha_kl, alpha_mi=config.alpha_mi,
+            alpha_unique=config.alpha_unique, codes_on_main_path=config.codes_on_main_path,
+            initial_sigma=config.initial_sigma, prior_scale=config.prior_scale, fusion_head=config.fusion_head,
+            critic_learning_rate=config.critic_lr, seed=config.seed, name="mrdib",
+        )
+    return Recommender(backbone, regularizer, name="recommender")
