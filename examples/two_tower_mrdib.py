@@ -38,8 +38,8 @@ class TwoTowerMRdIB(keras.Model):
     `(user_embeddings, item_embeddings)` of everyone, which is what `FullRankingValidation` ranks.
     """
 
-    def __init__(self, n_users: int, features: dict[str, np.ndarray], seed: int, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, n_users: int, features: dict[str, np.ndarray], seed: int, name="two_tower", **kwargs):
+        super().__init__(name=name, **kwargs)
         self.modalities = sorted(features)
         n_items = next(iter(features.values())).shape[0]
         self.user_embedding = keras.layers.Embedding(n_users, DIM, name="user_embedding")

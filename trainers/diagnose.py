@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, required=True, help="a finished trainers.fit run folder")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/diagnostics)")
-    parser.add_argument("--mine-steps", type=int, default=300, help="training steps of each MINE critic")
+    parser.add_argument("--mine-steps", type=int, default=300, help="training steps of each fresh InfoNCE critic")
     parser.add_argument("--probes", action="store_true",
                         help="train a linear probe on each modality's codes alone and report its metrics")
     args = parser.parse_args(argv)

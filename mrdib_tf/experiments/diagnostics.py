@@ -2,7 +2,7 @@
 
 The paper's Figure 4 shows modality representations before and after the bottleneck; `diagnose`
 reproduces it for any run (h_m: the backbone's projection of modality m; mu_m: the bottleneck mean the
-model actually serves), estimates the mutual information between modalities with a freshly trained MINE
+model actually serves), estimates the mutual information between modalities with a freshly trained InfoNCE
 critic on both, and exports the item representations for TensorBoard's embedding projector.
 """
 
