@@ -12,6 +12,8 @@ Run it from the project root:
 
     python examples/two_tower_mrdib.py                  # tiktok, shipped in data/tiktok
     python examples/two_tower_mrdib.py --data-dir PATH  # any folder in MMRec layout
+
+Flags: --dataset, --data-dir, --epochs (50), --patience (5), --seed (0), --batch-size (512).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from data_pipeline import load_dataset
 from mrdib_tf import FullRankingEvaluator, FullRankingValidation, MRdIBRegularizer
 from mrdib_tf.losses import bpr_loss
 
-BATCH_SIZE = 2048
+BATCH_SIZE = 512
 DIM = 64
 
 
@@ -44,7 +46,8 @@ class TwoTowerMRdIB(keras.Model):
         n_items = next(iter(features.values())).shape[0]
         self.user_embedding = keras.layers.Embedding(n_users, DIM, name="user_embedding")
         self.item_embedding = keras.layers.Embedding(n_items, DIM, name="item_embedding")
-        self.user_embedding.build(), self.item_embedding.build()  # call() reads the whole user table
+        self.user_embedding.build()  # call() reads the whole table, not just looked-up rows
+        self.item_embedding.build()
         # The features are frozen: non-trainable weights, standardised per column.
         self.features = {
             m: self.add_weight(name=f"{m}_features", shape=features[m].shape, trainable=False,
@@ -57,6 +60,7 @@ class TwoTowerMRdIB(keras.Model):
             for m in self.modalities
         }
         self.mrdib = MRdIBRegularizer(self.modalities, n_users=n_users, seed=seed)
+        self.bpr_tracker = keras.metrics.Mean(name="bpr")  # logged next to "loss" and MRdIB's terms
 
     def build(self, input_shape=None):
         """Creates every variable, MRdIB's included (sized by the h_m), with one inference pass."""
@@ -67,14 +71,14 @@ class TwoTowerMRdIB(keras.Model):
         rows = {m: table if items is None else tf.gather(table, items) for m, table in self.features.items()}
         return {m: self.towers[m](rows[m]) for m in self.modalities}
 
-    def item_vectors(self, codes: dict[str, tf.Tensor], items) -> tf.Tensor:
-        return tf.add_n([codes[m] for m in self.modalities]) + self.item_embedding(items)
+    def item_vectors(self, codes: dict[str, tf.Tensor], items=None) -> tf.Tensor:
+        ids = self.item_embedding.embeddings if items is None else self.item_embedding(items)
+        return tf.add_n([codes[m] for m in self.modalities]) + ids
 
     def call(self, batch=None, training=False):
         if batch is None or not training:  # inference: MRdIB returns its posterior means
-            items = tf.range(self.item_embedding.input_dim)
             codes = self.mrdib(self.item_representations())
-            return self.user_embedding.embeddings, self.item_vectors(codes, items)
+            return self.user_embedding.embeddings, self.item_vectors(codes)
         # Training: encode only the batch's rows, positives first, then negatives.
         items = tf.concat([batch["pos_item"], batch["neg_item"]], axis=0)
         b = tf.shape(batch["pos_item"])[0]
@@ -86,7 +90,9 @@ class TwoTowerMRdIB(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         positive, negative = y_pred
-        return bpr_loss(positive, negative) + sum(self.losses)  # self.losses: what MRdIB added
+        bpr = bpr_loss(positive, negative)
+        self.bpr_tracker.update_state(bpr)
+        return bpr + sum(self.losses)  # self.losses: what MRdIB added
 
 
 def _standardised(matrix: np.ndarray) -> np.ndarray:
@@ -97,11 +103,12 @@ class EpochLine(keras.callbacks.Callback):
     """One line per epoch: the training terms (MRdIB's included) and validation Recall@20."""
 
     def on_epoch_end(self, epoch, logs=None):
-        terms = " ".join(f"{k}={logs[k]:.4f}" for k in ("loss", "kl", "mi_estimate", "unique") if k in logs)
+        terms = " ".join(f"{k}={logs[k]:.4f}" for k in ("loss", "bpr", "kl", "mi_estimate", "unique") if k in logs)
         print(f"epoch {epoch + 1:3d}  {terms}  val_recall@20={logs['val_recall@20']:.4f}", flush=True)
 
 
-def train(dataset, epochs: int = 50, patience: int = 5, seed: int = 0, verbose: bool = True):
+def train(dataset, epochs: int = 50, patience: int = 5, seed: int = 0, batch_size: int = BATCH_SIZE,
+          verbose: bool = True):
     """Trains the two-tower model with MRdIB on `dataset` to early stopping on validation Recall@20.
 
     Returns the model at its best epoch, its test metrics and the Keras `History`.
@@ -115,7 +122,8 @@ def train(dataset, epochs: int = 50, patience: int = 5, seed: int = 0, verbose: 
     stopping = keras.callbacks.EarlyStopping("val_recall@20", mode="max", patience=patience,
                                              restore_best_weights=True)
     start = time.perf_counter()
-    history = model.fit(dataset.train_epochs(BATCH_SIZE, seed), steps_per_epoch=dataset.steps_per_epoch(BATCH_SIZE),
+    # train_epochs is one endless, already shuffled stream: fit takes steps_per_epoch batches per epoch.
+    history = model.fit(dataset.train_epochs(batch_size, seed), steps_per_epoch=dataset.steps_per_epoch(batch_size),
                         epochs=epochs, callbacks=[validation, *([EpochLine()] if verbose else []), stopping],
                         verbose=0, shuffle=False)
     seconds = time.perf_counter() - start
@@ -124,7 +132,7 @@ def train(dataset, epochs: int = 50, patience: int = 5, seed: int = 0, verbose: 
     test = validation.evaluate(FullRankingEvaluator(dataset.train, dataset.test))
     if verbose:
         print(f"best epoch {stopping.best_epoch + 1} (val_recall@20={stopping.best:.4f}), "
-              f"trained in {seconds:.1f}s")
+              f"trained in {seconds:.1f}s (validation included)")
         print("test " + "  ".join(f"{k}={test[k]:.4f}" for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")))
     return model, test, history
 
@@ -137,12 +145,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     args = parser.parse_args(argv)
 
     dataset = load_dataset(args.dataset, args.data_dir)
     print(f"{dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
           f"{dataset.train.nnz} train pairs, modalities {sorted(dataset.features)}")
-    return train(dataset, args.epochs, args.patience, args.seed)[1]
+    return train(dataset, args.epochs, args.patience, args.seed, args.batch_size)[1]
 
 
 if __name__ == "__main__":
