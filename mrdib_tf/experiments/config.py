@@ -38,6 +38,14 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "placement": "views",
 }
 _BY_BACKBONE = " (default: the backbone's validated value)"
+#: The smallest value each numeric setting accepts, and whether it must exceed it (True) or may equal it.
+_LOWER_BOUNDS: dict[str, tuple[float, bool]] = {
+    "embedding_dim": (1, False), "n_layers": (0, False), "epochs": (1, False), "patience": (0, False),
+    "batch_size": (1, False), "steps_per_execution": (1, False), "eval_batch_users": (1, False),
+    "lr": (0.0, True), "critic_lr": (0.0, True), "initial_sigma": (0.0, True),
+    "reg_weight": (0.0, False), "cl_weight": (0.0, False),
+    "alpha_kl": (0.0, False), "alpha_mi": (0.0, False), "alpha_unique": (0.0, False),
+}
 
 
 @dataclass
@@ -101,6 +109,10 @@ class RunConfig:
         "all", "items negatives are drawn from: 'all' (the catalogue) or 'train' (items seen in training, as MMRec)"
     )
     seed: int = _setting(999, "random seed (data order, negatives, initialisation, sampling)")
+    steps_per_execution: int = _setting(
+        16, "most training steps per compiled call; the largest divisor of an epoch's steps up to this is used, "
+        "so every epoch trains exactly its own batches (1: one step per call)"
+    )
     jit_compile: bool = _setting(True, "compile training steps with XLA (--no-jit-compile to turn off)")
     eval_batch_users: int = _setting(4096, "users scored at once during full-ranking evaluation")
     run_dir: str | None = _setting(None, "output folder (default runs/<dataset>-<backbone>-<time>)")
@@ -109,6 +121,10 @@ class RunConfig:
         for name, value in {**COMMON_DEFAULTS, **BACKBONE_DEFAULTS.get(self.backbone, {})}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        for name, (bound, strict) in _LOWER_BOUNDS.items():
+            value = getattr(self, name)
+            if not (value > bound if strict else value >= bound):  # also refuses NaN
+                raise ValueError(f"`{name}` must be {'>' if strict else '>='} {bound:g}, got {value}.")
 
     @property
     def dataset_name(self) -> str:

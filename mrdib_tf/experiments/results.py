@@ -19,12 +19,10 @@ from typing import Any
 import numpy as np
 
 from mrdib_tf.experiments.config import RunConfig
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
+from mrdib_tf.experiments.run_folder import CONFIG_FILE, METRICS_FILE
 
 #: Settings that do not change what a run learns: runs differing only in these are the same experiment.
-NON_EXPERIMENT_SETTINGS = ("seed", "run_dir", "eval_batch_users", "jit_compile")
+NON_EXPERIMENT_SETTINGS = ("seed", "run_dir", "eval_batch_users", "jit_compile", "steps_per_execution")
 #: Settings that only matter with MRdIB on.
 MRDIB_SETTINGS = ("alpha_kl", "alpha_mi", "alpha_unique", "fusion_head")
 

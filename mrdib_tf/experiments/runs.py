@@ -17,7 +17,7 @@ import keras
 
 from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.experiments.models import build_recommender, dataset_for
-from mrdib_tf.experiments.training import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
+from mrdib_tf.experiments.run_folder import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
 from mrdib_tf.recommender import Recommender
 
 #: Checkpoint groups that hold optimizer state rather than the model's weights.

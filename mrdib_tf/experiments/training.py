@@ -1,10 +1,10 @@
 """A training run under MMRec's protocol, on Keras' `Model.fit`: full-ranking validation every epoch,
-early stopping on it, the best weights restored and tested once, the run folder written."""
+early stopping on it, the best weights restored and tested once, the run folder written (and resumed
+after a kill: `run_folder`, `resume`)."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,14 +14,13 @@ import keras
 from mrdib_tf.callbacks import FullRankingValidation, NonFiniteLossGuard
 from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.experiments.models import build_recommender, dataset_for
+from mrdib_tf.experiments.resume import EpochBackup, ResumableEarlyStopping, ResumeState
+from mrdib_tf.experiments.run_folder import CHECKPOINT_FILE, METRICS_FILE, claim_run_folder, write_atomically
 from mrdib_tf.metrics import FullRankingEvaluator
 from mrdib_tf.recommender import Recommender
 
 #: PyTorch's default, which MMRec trains with (Keras' is 1e-7).
 ADAM_EPSILON = 1e-8
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-CHECKPOINT_FILE = Path("checkpoints") / "best.weights.h5"
 
 
 @dataclass
@@ -40,23 +39,16 @@ class FitResult:
         return json.dumps(asdict(self), indent=2)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes `data` to a temporary sibling and renames it over `path`, so a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(data)
-    temporary.replace(path)
-
-
 class EpochReport(keras.callbacks.Callback):
     """Times each epoch's training and prints one line per epoch: every loss term and validation Recall/NDCG@20."""
 
-    def __init__(self, valid_metric: str, verbose: bool) -> None:
+    def __init__(self, valid_metric: str, verbose: bool, resumed: ResumeState | None = None) -> None:
         super().__init__()
         self.monitor = f"val_{valid_metric}"
         self.verbose = verbose
-        self.epoch_seconds: list[float] = []
-        self.history: list[dict[str, float]] = []
-        self._best = -float("inf")
+        self.epoch_seconds: list[float] = list(resumed.epoch_seconds) if resumed else []
+        self.history: list[dict[str, float]] = list(resumed.history) if resumed else []
+        self._best = max((row[_history_name(self.monitor)] for row in self.history), default=-float("inf"))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
@@ -79,34 +71,65 @@ def _history_name(log_name: str) -> str:
     return f"valid_{log_name[len('val_'):]}" if log_name.startswith("val_") else log_name
 
 
+def whole_epoch_execution(steps_per_epoch: int, limit: int) -> int:
+    """The most training steps per compiled call, at most `limit`, that divide an epoch evenly.
+
+    Keras runs `steps_per_execution` steps per call and, on an endless pipeline, an epoch of S steps
+    as ceil(S / N) calls of N steps each: with N not dividing S every epoch would take more batches than
+    it has and shift all later epochs. A divisor of S keeps every epoch exactly the batches of the
+    one-step-per-call run (and so its losses and metrics), at the speed of fewer calls.
+    """
+    if steps_per_epoch < 1 or limit < 1:
+        raise ValueError(f"steps_per_epoch and limit must be >= 1, got {steps_per_epoch} and {limit}.")
+    return max(n for n in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % n == 0)
+
+
+def compile_for_training(model: Recommender, config: RunConfig, steps_per_epoch: int) -> None:
+    """Builds and compiles `model` as every run trains it: MMRec's Adam, XLA, whole epochs per call."""
+    model.build()
+    model.compile(optimizer=keras.optimizers.Adam(config.lr, epsilon=ADAM_EPSILON),
+                  jit_compile=config.jit_compile,
+                  steps_per_execution=whole_epoch_execution(steps_per_epoch, config.steps_per_execution))
+
+
 def fit(model: Recommender, dataset, config: RunConfig, run_dir: Path | None = None,
         verbose: bool = True) -> FitResult:
     """Trains `model` to early stopping on validation, restores its best epoch and tests it once.
 
-    With `run_dir`, writes its TensorBoard logs, the best weights and `metrics.json` there.
+    With `run_dir`, writes its TensorBoard logs, the best weights, the state after every epoch and
+    `metrics.json` there, and continues from that state if an earlier training of it was interrupted.
     """
+    resumed = ResumeState.read(run_dir) if run_dir is not None else None
     keras.utils.set_random_seed(config.seed)
-    model.build()
-    model.compile(optimizer=keras.optimizers.Adam(config.lr, epsilon=ADAM_EPSILON), jit_compile=config.jit_compile)
+    steps = dataset.steps_per_epoch(config.batch_size)
+    compile_for_training(model, config, steps)
+    best_weights = _restore(model, run_dir, resumed) if resumed else None
     monitor = f"val_{config.valid_metric}"
     validation = FullRankingValidation(
         FullRankingEvaluator(dataset.train, dataset.valid, batch_users=config.eval_batch_users),
         jit_compile=config.jit_compile,
     )
-    stopping = keras.callbacks.EarlyStopping(monitor, mode="max", patience=config.patience,
-                                             restore_best_weights=True)
-    report = EpochReport(config.valid_metric, verbose)
+    stopping = ResumableEarlyStopping(monitor, mode="max", patience=config.patience, restore_best_weights=True,
+                                      resume_from=resumed.stopping if resumed else None, best_weights=best_weights)
+    report = EpochReport(config.valid_metric, verbose, resumed)
     callbacks = [NonFiniteLossGuard(), validation, report, stopping]
     if run_dir is not None:
         (run_dir / CHECKPOINT_FILE).parent.mkdir(parents=True, exist_ok=True)
         callbacks += [
             keras.callbacks.ModelCheckpoint(run_dir / CHECKPOINT_FILE, monitor=monitor, mode="max",
-                                            save_best_only=True, save_weights_only=True),
+                                            save_best_only=True, save_weights_only=True,
+                                            initial_value_threshold=resumed.stopping["best"] if resumed else None),
             keras.callbacks.TensorBoard(run_dir / "tensorboard"),
+            EpochBackup(run_dir, report, stopping),  # last: it saves the others' state
         ]
-    batches = dataset.train_epochs(config.batch_size, config.seed, negative_pool=config.negative_pool)
-    model.fit(batches, epochs=config.epochs, steps_per_epoch=dataset.steps_per_epoch(config.batch_size),
-              callbacks=callbacks, verbose=0, shuffle=False)
+    first_epoch = resumed.epochs_done if resumed else 0
+    if resumed and (resumed.stopping["stopped"] or first_epoch >= config.epochs):
+        model.set_weights(best_weights)  # training had ended; only testing was left
+    else:
+        batches = dataset.train_epochs(config.batch_size, config.seed, first_epoch=first_epoch,
+                                       negative_pool=config.negative_pool)
+        model.fit(batches, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=0, shuffle=False)
     # the earliest on ties, as EarlyStopping keeps it
     best = max(report.history, key=lambda row: row[_history_name(monitor)])
     test = validation.evaluate(FullRankingEvaluator(dataset.train, dataset.test, batch_users=config.eval_batch_users))
@@ -117,29 +140,45 @@ def fit(model: Recommender, dataset, config: RunConfig, run_dir: Path | None = N
         epoch_seconds=report.epoch_seconds,
         eval_seconds=[row["valid_seconds"] for row in report.history],
         history=report.history,
-        stopped_early=stopping.stopped_epoch > 0,
+        stopped_early=len(report.history) < config.epochs,
     )
     if run_dir is not None:
         write_atomically(run_dir / METRICS_FILE, result.to_json().encode())
     return result
 
 
-def default_run_dir(config: RunConfig) -> Path:
-    """`runs/<dataset>-<backbone>[-mrdib]-<UTC time>` under the working directory."""
-    variant = "mrdib" if config.mrdib else "bare"
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return Path("runs") / f"{config.dataset_name}-{config.backbone}-{variant}-{stamp}"
+def _restore(model: Recommender, run_dir: Path, resumed: ResumeState) -> list:
+    """Loads an interrupted run's last state into `model`; returns its best epoch's weights (for the end)."""
+    if not model.optimizer.built:  # so that the checkpoints' optimizer slots have variables to load into
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(run_dir / CHECKPOINT_FILE)
+    best_weights = model.get_weights()
+    resumed.restore(model, run_dir)
+    return best_weights
 
 
 def train(config: RunConfig, verbose: bool = True) -> tuple[FitResult, Path]:
     """Loads the data, builds the model named by `config`, trains it to early stopping, writes the run folder.
 
-    Returns the result and the run folder (`config.run_dir`, or a new one under `runs/`).
+    The folder is `config.run_dir`, or a new one under `runs/`. If it holds an interrupted run of the same
+    settings, training continues from its last finished epoch and ends as the uninterrupted run would.
+
+    Returns:
+        The result and the run folder.
+
+    Raises:
+        ValueError: the folder holds a finished run, a run of other settings, or is in use
+            (`run_folder.claim_run_folder`).
     """
-    dataset = dataset_for(config)
-    keras.utils.set_random_seed(config.seed)
-    model = build_recommender(dataset, config)
-    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(run_dir / CONFIG_FILE, config.to_json().encode())
-    return fit(model, dataset, config, run_dir, verbose), run_dir
+    dataset = dataset_for(config)  # first: bad data stops the run before anything is written
+    folder = claim_run_folder(config)
+    try:
+        keras.utils.set_random_seed(config.seed)
+        model = build_recommender(dataset, config)
+        if verbose:
+            state = "resuming the interrupted run in" if folder.resuming else "run folder:"
+            print(f"{state} {folder.path} (to resume if interrupted: the same command with --run-dir "
+                  f"{folder.path})", flush=True)
+        return fit(model, dataset, config, folder.path, verbose), folder.path
+    finally:
+        folder.release()

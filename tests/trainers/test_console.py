@@ -114,3 +114,18 @@ def test_the_amazon_datasets_without_features_stop_with_the_missing_files(tmp_pa
                      "$MRDIB_DATA_DIR/sports/"):
         assert expected in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--epochs", "0"], "error: --epochs must be >= 1, got 0."),
+    (["--patience", "-1"], "error: --patience must be >= 0, got -1."),
+    (["--lr", "nan"], "error: --lr must be > 0, got nan."),
+    (["--alpha-kl", "-0.1"], "error: --alpha-kl must be >= 0, got -0.1."),
+    (["--batch-size", "0"], "error: --batch-size must be >= 1, got 0."),
+])
+def test_out_of_range_settings_are_one_error_line_and_nothing_is_written(flags, expected, tmp_path, capsys):
+    from trainers import fit
+
+    assert fit.main(["--run-dir", str(tmp_path / "run"), *flags]) == 2
+    assert capsys.readouterr().err.strip() == expected
+    assert not (tmp_path / "run").exists()
