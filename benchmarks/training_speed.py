@@ -3,9 +3,10 @@
 Variants are timed round-robin (variant A's epochs, variant B's, ..., repeated), after one warm-up epoch
 each that absorbs tracing and XLA compilation, so the ratios compare like with like on a noisy, shared
 machine. Ratios are against the first variant of the same dataset and backbone. Each variant trains
-with Keras' `Model.fit` (the project's path), except the `loop` variants: the same compiled train step
-driven by a hand-written loop that reads every step's loss back, as the project trained before it moved
-to `Model.fit`. The `alpha_*=0` variants drop one MRdIB branch each (the sampled bottleneck and its KL;
+with Keras' `Model.fit` as the project does (`fit`: several steps per compiled call, the largest divisor
+of the epoch's steps up to `RunConfig.steps_per_execution`), or `fit1`: one step per call, or `loop`: the
+same compiled train step driven by a hand-written loop that reads every step's loss back, as the project
+trained before it moved to `Model.fit`. The `alpha_*=0` variants drop one MRdIB branch each (the sampled bottleneck and its KL;
 the critic; the unique decoders), which shows what each branch costs.
 
     python benchmarks/training_speed.py                       # tiktok and sports, VBPR, LightGCN and MGCN
@@ -38,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 from mrdib_tf.callbacks import FullRankingValidation  # noqa: E402
 from mrdib_tf.experiments.config import RunConfig  # noqa: E402
 from mrdib_tf.experiments.models import build_recommender  # noqa: E402
-from mrdib_tf.experiments.training import ADAM_EPSILON, EpochReport  # noqa: E402
+from mrdib_tf.experiments.training import EpochReport, compile_for_training  # noqa: E402
 from mrdib_tf.metrics import FullRankingEvaluator  # noqa: E402
 
 SPORTS_FEATURE_DIMS = {"image": 4096, "text": 384}
@@ -46,15 +47,19 @@ SPORTS_FEATURE_DIMS = {"image": 4096, "text": 384}
 #: (label, backbone, settings) per variant; the first of each backbone is the reference for its ratios.
 VARIANTS = [
     ("vbpr  fit  bare", "vbpr", "fit", {"mrdib": False}),
+    ("vbpr  fit1 bare", "vbpr", "fit", {"mrdib": False, "steps_per_execution": 1}),
     ("vbpr  loop bare", "vbpr", "loop", {"mrdib": False}),
     ("vbpr  fit  mrdib", "vbpr", "fit", {"mrdib": True}),
+    ("vbpr  fit1 mrdib", "vbpr", "fit", {"mrdib": True, "steps_per_execution": 1}),
     ("vbpr  loop mrdib", "vbpr", "loop", {"mrdib": True}),
     ("vbpr  fit  mrdib alpha_mi=0", "vbpr", "fit", {"mrdib": True, "alpha_mi": 0.0}),
     ("vbpr  fit  mrdib alpha_unique=0", "vbpr", "fit", {"mrdib": True, "alpha_unique": 0.0}),
     ("vbpr  fit  mrdib alpha_kl=0", "vbpr", "fit", {"mrdib": True, "alpha_kl": 0.0}),
     ("lightgcn fit", "lightgcn", "fit", {"mrdib": False}),
+    ("lightgcn fit1", "lightgcn", "fit", {"mrdib": False, "steps_per_execution": 1}),
     ("lightgcn loop", "lightgcn", "loop", {"mrdib": False}),
     ("mgcn  fit  bare", "mgcn", "fit", {"mrdib": False}),
+    ("mgcn  fit1 bare", "mgcn", "fit", {"mrdib": False, "steps_per_execution": 1}),
     ("mgcn  loop bare", "mgcn", "loop", {"mrdib": False}),
     ("mgcn  fit  mrdib", "mgcn", "fit", {"mrdib": True}),
     ("mgcn  fit  mrdib alpha_kl=0", "mgcn", "fit", {"mrdib": True, "alpha_kl": 0.0}),
@@ -80,13 +85,11 @@ class TimedModel:
         keras.utils.set_random_seed(config.seed)
         self.dataset, self.config, self.driver = dataset, config, driver
         self.model = build_recommender(dataset, config)
-        self.model.build()
-        self.model.compile(optimizer=keras.optimizers.Adam(config.lr, epsilon=ADAM_EPSILON),
-                           jit_compile=config.jit_compile)
+        self.steps = dataset.steps_per_epoch(config.batch_size)
+        compile_for_training(self.model, config, self.steps)
         self.validation = FullRankingValidation(FullRankingEvaluator(dataset.train, dataset.valid),
                                                 jit_compile=config.jit_compile)
         self.validation.set_model(self.model)
-        self.steps = dataset.steps_per_epoch(config.batch_size)
         self.batches = dataset.train_epochs(config.batch_size, config.seed, negative_pool=config.negative_pool)
         self.iterator = iter(self.batches)
         self.step = tf.function(self._step, jit_compile=config.jit_compile)
