@@ -77,15 +77,13 @@ def main() -> None:
     parser.add_argument("--backbones", default="vbpr,lightgcn")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per round and framework")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--sports-dir", type=Path,
-                        default=Path(__file__).resolve().parents[2] / "shared" / "data" / "sports")
     args = parser.parse_args()
     print(f"{'dataset':<8} {'backbone':<9} {'ours s/ep':>9} {'MMRec s/ep':>10} {'MMRec/ours':>10} "
           f"{'ours s/eval':>11} {'MMRec s/eval':>12} {'MMRec/ours':>10}  (medians, {args.rounds} rounds "
           f"x {args.epochs} epochs each)")
     for entry in args.datasets.split(","):
         ours_name, mmrec_name = entry.split("=")
-        dataset = load(ours_name, args.sports_dir)
+        dataset = load(ours_name)
         if ours_name == "sports":
             print("# sports: real interaction graph, RANDOM features of the real shapes (image 4096-d, text 384-d)")
         for backbone in args.backbones.split(","):

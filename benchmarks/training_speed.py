@@ -12,9 +12,9 @@ the critic; the unique decoders), which shows what each branch costs.
     python benchmarks/training_speed.py                       # tiktok and sports, VBPR, LightGCN and MGCN
     python benchmarks/training_speed.py --datasets tiktok --repeats 5
 
-`sports` is the real MMRec interaction graph read from ../shared/data/sports (or --sports-dir) with
-RANDOM features of the real shapes (image 18357x4096, text 18357x384), because its feature files are not
-available here: accuracy on it means nothing, speed does.
+`sports` is the real MMRec interaction graph shipped in data/sports/ with RANDOM features of the real
+shapes (image 18357x4096, text 18357x384), because its feature files are not available here: accuracy
+on it means nothing, speed does.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data_pipeline import load_dataset  # noqa: E402
+from data_pipeline.registry import MMREC_DATASETS  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mrdib_tf.callbacks import FullRankingValidation  # noqa: E402
@@ -42,7 +43,6 @@ from mrdib_tf.experiments.models import build_recommender  # noqa: E402
 from mrdib_tf.experiments.training import EpochReport, compile_for_training  # noqa: E402
 from mrdib_tf.metrics import FullRankingEvaluator  # noqa: E402
 
-SPORTS_FEATURE_DIMS = {"image": 4096, "text": 384}
 
 #: (label, backbone, settings) per variant; the first of each backbone is the reference for its ratios.
 VARIANTS = [
@@ -66,14 +66,16 @@ VARIANTS = [
 ]
 
 
-def load(name: str, sports_dir: Path):
-    if name != "sports":
+def load(name: str):
+    """A dataset by name; MMRec's Amazon datasets (shipped as interactions only) get RANDOM features of
+    the real shapes (`MMREC_DATASETS`), since speed and memory depend on the shapes, not the values."""
+    if name not in MMREC_DATASETS:
         return load_dataset(name=name)
-    dataset = load_dataset(data_dir=sports_dir, require_features=False)
+    dataset = load_dataset(name=name, require_features=False)
     rng = np.random.default_rng(0)
     features = {
         m: rng.standard_normal((dataset.n_items, dim), dtype=np.float32)
-        for m, dim in SPORTS_FEATURE_DIMS.items()
+        for m, dim in MMREC_DATASETS[name].feature_dims.items()
     }
     return dataclasses.replace(dataset, features=features)
 
@@ -141,13 +143,11 @@ def main() -> None:
     parser.add_argument("--datasets", default="tiktok,sports")
     parser.add_argument("--backbones", default="vbpr,lightgcn,mgcn")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant")
-    parser.add_argument("--sports-dir", type=Path,
-                        default=Path(__file__).resolve().parents[2] / "shared" / "data" / "sports")
     args = parser.parse_args()
     backbones = args.backbones.split(",")
     print(f"{'dataset':<8} {'variant':<28} {'s/epoch':>8} {'ratio':>6} {'s/eval':>7} {'ratio':>6}  (median of {args.repeats})")
     for name in args.datasets.split(","):
-        dataset = load(name, args.sports_dir)
+        dataset = load(name)
         if name == "sports":
             print("# sports: real interaction graph, RANDOM features of the real shapes (image 4096-d, text 384-d)")
         reference: dict[str, tuple[float, float]] = {}
