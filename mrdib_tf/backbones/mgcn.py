@@ -48,6 +48,8 @@ class MGCN(Backbone):
         batch_size: the training batch size the regularizer is divided by, as MMRec divides it (so a
             short last batch weighs each of its rows like a full one).
         placement: "views" or "features" (see above).
+        item_graphs: the k-NN graphs by modality, prebuilt (say, read from a cache) as
+            `knn_item_graph(features[m], knn_k)` would build them; built here when None.
     """
 
     PLACEMENTS = ("views", "features")
@@ -68,6 +70,7 @@ class MGCN(Backbone):
         reg_weight: float = 1e-4,
         batch_size: int = 2048,
         placement: str = "views",
+        item_graphs: Mapping[str, NormalizedGraph] | None = None,
         **kwargs,
     ):
         super().__init__(n_users, n_items, reg_weight, **kwargs)
@@ -93,10 +96,12 @@ class MGCN(Backbone):
         interactions = NormalizedGraph.from_interactions(train_users, train_items, n_users, n_items)
         self.interactions = self._graph_tables("interactions", interactions)
         self.users_from_items = self._graph_tables("users_from_items", interactions.users_from_items(n_users))
-        self.item_graphs = {
-            m: self._graph_tables(f"{m}_knn", knn_item_graph(np.asarray(features[m], np.float32), knn_k))
-            for m in self.modalities
-        }
+        if item_graphs is None:
+            item_graphs = {m: knn_item_graph(np.asarray(features[m], np.float32), knn_k) for m in self.modalities}
+        if sorted(item_graphs) != list(self.modalities) or any(g.n_nodes != n_items for g in item_graphs.values()):
+            raise ValueError(f"item_graphs must hold one {n_items}-item graph per modality {self.modalities}, "
+                             f"got {sorted(item_graphs)}.")
+        self.item_graphs = {m: self._graph_tables(f"{m}_knn", item_graphs[m]) for m in self.modalities}
 
         self.user_embedding = self.add_weight(
             name="user_embedding", shape=(n_users, embedding_dim), initializer="glorot_uniform"

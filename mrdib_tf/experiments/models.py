@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from mrdib_tf.backbones import MGCN, VBPR, Backbone, LightGCN
 from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.graph_cache import cached_knn_graph
 from mrdib_tf.recommender import Recommender
 from mrdib_tf.regularizer import MRdIBRegularizer
+
+
+#: MGCN's item-item graphs keep each item's 10 most similar items (MMRec's knn_k).
+MGCN_KNN_K = 10
 
 
 def _vbpr(dataset, config: RunConfig) -> Backbone:
@@ -23,9 +30,12 @@ def _lightgcn(dataset, config: RunConfig) -> Backbone:
 
 def _mgcn(dataset, config: RunConfig) -> Backbone:
     users, items = dataset.train_pairs()
+    graphs = {m: cached_knn_graph(np.asarray(f, np.float32), MGCN_KNN_K, dataset.cache_dir, m)
+              for m, f in dataset.features.items()}
     return MGCN(dataset.n_users, dataset.n_items, users, items, dataset.features, embedding_dim=config.embedding_dim,
-                n_ui_layers=config.n_layers, cl_weight=config.cl_weight, reg_weight=config.reg_weight,
-                batch_size=config.batch_size, placement=config.placement, name="mgcn")
+                n_ui_layers=config.n_layers, knn_k=MGCN_KNN_K, cl_weight=config.cl_weight,
+                reg_weight=config.reg_weight, batch_size=config.batch_size, placement=config.placement,
+                item_graphs=graphs, name="mgcn")
 
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {"lightgcn": _lightgcn, "mgcn": _mgcn, "vbpr": _vbpr}
