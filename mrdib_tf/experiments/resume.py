@@ -36,7 +36,8 @@ class ResumeState:
         weights_file: the file, in the resume folder, holding the model's and optimizers' variables.
         history, epoch_seconds: the `EpochReport` rows and timings so far.
         stopping: early stopping's `wait`, `best` and `best_epoch`, and whether it had stopped training.
-        streams: every model variable that is not a weight (the random streams' counters), by path.
+        streams: every model variable that is not a weight (the random streams' counters), in the
+            model's order (their paths carry process-wide name counters, so positions are what matches).
     """
 
     epochs_done: int
@@ -44,7 +45,7 @@ class ResumeState:
     history: list[dict[str, float]] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     stopping: dict[str, Any] = field(default_factory=dict)
-    streams: dict[str, list] = field(default_factory=dict)
+    streams: list[list] = field(default_factory=list)
 
     @classmethod
     def read(cls, run_dir: Path) -> "ResumeState | None":
@@ -65,11 +66,13 @@ class ResumeState:
     def restore(self, model: keras.Model, run_dir: Path) -> None:
         """Loads the saved variables into a built, compiled `model` whose optimizer is built."""
         model.load_weights(run_dir / RESUME_DIR / self.weights_file)
-        for variable in _stream_variables(model):
-            if variable.path not in self.streams:
-                raise ValueError(f"{run_dir / RESUME_DIR / STATE_FILE}: no saved state for {variable.path}; "
-                                 "the run folder is from another model.")
-            variable.assign(np.asarray(self.streams[variable.path], dtype=variable.dtype))
+        variables = _stream_variables(model)
+        shapes = [list(np.shape(value)) for value in self.streams]
+        if shapes != [list(v.shape) for v in variables]:
+            raise ValueError(f"{run_dir / RESUME_DIR / STATE_FILE}: saved random-stream states of shapes {shapes} "
+                             "do not fit this model; the run folder is from another model.")
+        for variable, value in zip(variables, self.streams):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def _stream_variables(model: keras.Model) -> list:
@@ -117,7 +120,7 @@ class EpochBackup(keras.callbacks.Callback):
             epoch_seconds=self.report.epoch_seconds,
             stopping={"wait": self.stopping.wait, "best": _plain(self.stopping.best),
                       "best_epoch": self.stopping.best_epoch, "stopped": bool(self.model.stop_training)},
-            streams={v.path: v.numpy().tolist() for v in _stream_variables(self.model)},
+            streams=[v.numpy().tolist() for v in _stream_variables(self.model)],
         )
         write_atomically(self.folder / STATE_FILE, json.dumps(asdict(state)).encode())
         for older in self.folder.glob("epoch-*.weights.h5"):
