@@ -74,7 +74,7 @@ class Backbone(keras.Model):
         A TensorFlow variable, not a constant, so large arrays stay out of the compiled XLA program; not
         a Keras weight, so it stays out of the model's weights and checkpoints.
         """
-        return tf.Variable(np.asarray(values).astype(dtype), trainable=False, name=name)
+        return tf.Variable(np.asarray(values, dtype=dtype), trainable=False, name=name)  # no extra copy
 
     def _trainable_table(self, name: str, values: np.ndarray) -> keras.Variable:
         """A weight that starts at `values` (fine-tuned features)."""
