@@ -19,13 +19,17 @@ def _setting(default: Any, help: str) -> Any:
 
 #: Model settings whose default depends on the backbone: the values chosen on tiktok's validation split
 #: (docs/RESULTS.md, "Defaults", says how). A setting left unset (None) takes its backbone's value here,
-#: else `COMMON_DEFAULTS`'.
+#: else `COMMON_DEFAULTS`'. The alphas are `trainers.tune`'s best trials at seed 999 (VBPR: trial 7 of 8,
+#: MGCN: trial 2 of 5), kept to the digit so that the default command reproduces them.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vbpr": {"reg_weight": 0.3, "prior_scale": "inputs"},
-    "mgcn": {"placement": "features", "prior_scale": "codes"},
+    "vbpr": {"reg_weight": 0.3, "prior_scale": "inputs", "alpha_kl": 0.0011371884773242562,
+             "alpha_mi": 0.002043608938748102, "alpha_unique": 0.0011008868172622081},
+    "mgcn": {"placement": "features", "prior_scale": "codes", "alpha_kl": 0.002546971728831641,
+             "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
     "lightgcn": {},
 }
-#: MMRec's defaults for the backbones' own settings, and the MRdIB paper's best weights for MGCN.
+#: MMRec's defaults for the backbones' own settings, and the MRdIB paper's best weights for MGCN (for a
+#: backbone without validated ones of its own).
 COMMON_DEFAULTS: dict[str, Any] = {
     "reg_weight": 1e-4,
     "cl_weight": 0.01,

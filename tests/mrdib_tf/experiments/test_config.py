@@ -1,0 +1,38 @@
+"""Run settings: the per-backbone validated defaults come from one table and reach the model."""
+
+import pytest
+
+from data_pipeline import load_dataset, write_synthetic_dataset
+from mrdib_tf.experiments.config import BACKBONE_DEFAULTS, COMMON_DEFAULTS, RunConfig, config_from_args
+from mrdib_tf.experiments.models import build_recommender
+from trainers import fit
+
+ALPHAS = ("alpha_kl", "alpha_mi", "alpha_unique")
+
+
+def _expected(backbone: str, name: str):
+    return BACKBONE_DEFAULTS[backbone].get(name, COMMON_DEFAULTS[name])
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONE_DEFAULTS))
+def test_unset_settings_take_the_backbones_validated_values(backbone):
+    config = RunConfig(backbone=backbone)
+    for name in COMMON_DEFAULTS:
+        assert getattr(config, name) == _expected(backbone, name), name
+
+
+def test_the_multimodal_backbones_have_validated_alphas_of_their_own():
+    for backbone in ("vbpr", "mgcn"):
+        assert set(ALPHAS) <= BACKBONE_DEFAULTS[backbone].keys()
+
+
+def test_the_command_with_no_flags_builds_the_regularizer_with_those_alphas(tmp_path):
+    folder = tmp_path / "tiny"
+    write_synthetic_dataset(folder, n_users=60, n_items=40, noise_dims=4, signal_dims=16,
+                            interactions_per_user=6, seed=1)
+    for backbone in ("vbpr", "mgcn"):
+        config = config_from_args(fit.parse_args(["--data-dir", str(folder), "--backbone", backbone]))
+        model = build_recommender(load_dataset(data_dir=folder), config)
+        for name in ALPHAS:
+            assert getattr(model.regularizer, name) == BACKBONE_DEFAULTS[backbone][name], (backbone, name)
+    assert RunConfig(backbone="vbpr", alpha_mi=0.0).alpha_mi == 0.0  # a given value wins over the table
