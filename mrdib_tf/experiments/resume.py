@@ -14,6 +14,7 @@ leaves the previous consistent pair. `ResumeState.read` reads the pair back.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,11 @@ class ResumeState:
                              "do not fit this model; the run folder is from another model.")
         for variable, value in zip(variables, self.streams):
             variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+def discard_resume_state(run_dir: Path) -> None:
+    """Deletes a finished run's resume state (as large as the model and its optimizer slots together)."""
+    shutil.rmtree(run_dir / RESUME_DIR, ignore_errors=True)
 
 
 def _stream_variables(model: keras.Model) -> list:

@@ -14,7 +14,7 @@ import keras
 from mrdib_tf.callbacks import FullRankingValidation, NonFiniteLossGuard
 from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.experiments.models import build_recommender, dataset_for
-from mrdib_tf.experiments.resume import EpochBackup, ResumableEarlyStopping, ResumeState
+from mrdib_tf.experiments.resume import EpochBackup, ResumableEarlyStopping, ResumeState, discard_resume_state
 from mrdib_tf.experiments.run_folder import CHECKPOINT_FILE, METRICS_FILE, claim_run_folder, write_atomically
 from mrdib_tf.metrics import FullRankingEvaluator
 from mrdib_tf.recommender import Recommender
@@ -144,6 +144,7 @@ def fit(model: Recommender, dataset, config: RunConfig, run_dir: Path | None = N
     )
     if run_dir is not None:
         write_atomically(run_dir / METRICS_FILE, result.to_json().encode())
+        discard_resume_state(run_dir)  # a finished run never resumes; the state is a model + optimizer copy
     return result
 
 

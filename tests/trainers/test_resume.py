@@ -59,6 +59,7 @@ def test_a_killed_run_resumes_and_ends_as_the_uninterrupted_run(tiny_folder, tmp
     actual = json.loads((killed / "metrics.json").read_text())
     assert len(actual["history"]) == len(expected["history"]) > done_before_kill
     assert _without_timings(actual) == _without_timings(expected)
+    assert not (killed / "resume").exists() and not (whole / "resume").exists()  # finished: state discarded
 
 
 def test_a_finished_run_folder_is_refused_and_left_as_it_was(tiny_folder, tmp_path, capsys):
