@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,12 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+
+def setting_differences(a: RunConfig, b: RunConfig, ignore: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """Setting name -> (value in a, value in b), for every setting that differs."""
+    left, right = dataclasses.asdict(a), dataclasses.asdict(b)
+    return {k: (left[k], right[k]) for k in left if k not in ignore and left[k] != right[k]}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

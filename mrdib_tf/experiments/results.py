@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.config import RunConfig, setting_differences
 from mrdib_tf.experiments.run_folder import CONFIG_FILE, METRICS_FILE
 
 #: Settings that do not change what a run learns: runs differing only in these are the same experiment.
@@ -118,12 +118,6 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
             raise ValueError(f"{path}: no finished run below it (no folder with {CONFIG_FILE} and {METRICS_FILE}).")
         found |= runs
     return sorted(found)
-
-
-def setting_differences(a: RunConfig, b: RunConfig, ignore: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
-    """Setting name -> (value in a, value in b), for every setting that differs."""
-    left, right = dataclasses.asdict(a), dataclasses.asdict(b)
-    return {k: (left[k], right[k]) for k in left if k not in ignore and left[k] != right[k]}
 
 
 def train_or_reuse(config: RunConfig, train_fn: Callable[[RunConfig], Any]) -> tuple[RunSummary, bool]:

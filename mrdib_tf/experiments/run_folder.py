@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.config import RunConfig, setting_differences
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -127,11 +127,7 @@ def _check_contents(path: Path, config: RunConfig) -> bool:
             raise ValueError(f"{path}: is not empty ({', '.join(others[:5])}) and holds no run ({CONFIG_FILE}); "
                              "choose an empty or new `run_dir`.")
         return False
-    earlier = RunConfig.from_json_file(path / CONFIG_FILE)
-    differences = {
-        k: (v, getattr(config, k)) for k, v in dataclasses.asdict(earlier).items()
-        if k not in RESUMABLE_CHANGES and v != getattr(config, k)
-    }
+    differences = setting_differences(RunConfig.from_json_file(path / CONFIG_FILE), config, ignore=RESUMABLE_CHANGES)
     if differences:
         described = ", ".join(f"`{k}` {old!r} there, {new!r} now" for k, (old, new) in differences.items())
         raise ValueError(f"{path}: holds an interrupted run with other settings ({described}); resume it "

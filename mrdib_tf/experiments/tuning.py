@@ -29,11 +29,9 @@ from typing import Any
 
 import keras_tuner
 
-from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.config import RunConfig, setting_differences
 from mrdib_tf.experiments.progress import RunClock, format_duration
-from mrdib_tf.experiments.results import (
-    NON_EXPERIMENT_SETTINGS, RunSummary, setting_differences, train_or_reuse,
-)
+from mrdib_tf.experiments.results import NON_EXPERIMENT_SETTINGS, RunSummary, train_or_reuse
 from mrdib_tf.experiments.trial_table import TrialRecord, plot_objective, write_trial_tables
 
 TUNERS = ("bayesian", "random", "hyperband")
