@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from mrdib_tf.backbones.graph import NormalizedGraph, knn_item_graph
+from mrdib_tf.experiments.run_folder import atomic_target
 
 logger = logging.getLogger(__name__)
 GRAPH_FOLDER = "knn"
@@ -49,9 +49,8 @@ def cached_knn_graph(features: np.ndarray, k: int, folder: Path | None, name: st
     graph = knn_item_graph(features, k)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        np.savez(temporary, rows=graph.rows, cols=graph.cols, weights=graph.weights, n_nodes=graph.n_nodes)
-        temporary.replace(path)
+        with atomic_target(path) as temporary:
+            np.savez(temporary, rows=graph.rows, cols=graph.cols, weights=graph.weights, n_nodes=graph.n_nodes)
     except OSError as error:
         logger.warning("%s: could not save the k-NN graph (%s); it will be rebuilt next time.", path, error)
     return graph

@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mrdib_tf.experiments.run_folder import write_atomically
+from mrdib_tf.experiments.run_folder import atomic_target, write_atomically
 
 RESUME_DIR = "resume"
 STATE_FILE = "state.json"
@@ -116,9 +116,8 @@ class EpochBackup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         weights_file = f"epoch-{epoch + 1:05d}.weights.h5"
-        temporary = self.folder / f".tmp-{weights_file}"
-        self.model.save_weights(temporary)
-        temporary.replace(self.folder / weights_file)
+        with atomic_target(self.folder / weights_file) as temporary:
+            self.model.save_weights(temporary)
         state = ResumeState(
             epochs_done=epoch + 1,
             weights_file=weights_file,

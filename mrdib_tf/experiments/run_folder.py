@@ -19,10 +19,12 @@ folder is refused instead of writing beside the first.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -37,11 +39,19 @@ LOCK_FILE = ".lock"
 RESUMABLE_CHANGES = ("run_dir", "eval_batch_users", "steps_per_execution")
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes `data` to a temporary sibling and renames it over `path`, so a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(data)
+@contextlib.contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary sibling of `path` (same suffixes) to write in the block; renamed over `path` after it,
+    so a reader never sees half a file."""
+    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    yield temporary
     temporary.replace(path)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` through `atomic_target`."""
+    with atomic_target(path) as temporary:
+        temporary.write_bytes(data)
 
 
 @dataclasses.dataclass
