@@ -24,9 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-STAGES = ("tensorflow", "data", "model", "phase")
-
-
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
@@ -65,7 +62,7 @@ def child(dataset_name: str, backbone: str, mrdib: bool, phase: str) -> None:
         validation.evaluate()
     peaks["phase"] = peak_mib()
     feature_mib = sum(f.nbytes for f in dataset.features.values()) / 2**20
-    print(json.dumps({"peaks": peaks, "features_mib": feature_mib, "train_pairs": int(dataset.train.nnz)}))
+    print(json.dumps({"peaks": peaks, "features_mib": feature_mib}))
 
 
 def measure(dataset: str, backbone: str, mrdib: bool, phase: str) -> dict:
