@@ -54,18 +54,16 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
         folder.release()
 
 
-def test_a_search_trial_interrupted_after_an_epoch_resumes_through_train_or_reuse(tmp_path, monkeypatch):
+def test_a_search_trial_interrupted_after_an_epoch_resumes_through_train_or_reuse(
+    tiny_folder, tmp_path, monkeypatch
+):
     """The tuner and the ablation run every trial through `train_or_reuse`; an interrupted trial resumes."""
-    from data_pipeline import write_synthetic_dataset
     from mrdib_tf.experiments import resume
     from mrdib_tf.experiments.results import train_or_reuse
     from mrdib_tf.experiments.training import train
 
-    folder = tmp_path / "tiny"
-    write_synthetic_dataset(folder, n_users=120, n_items=80, noise_dims=8, signal_dims=16,
-                            interactions_per_user=8, seed=3)
     monkeypatch.setenv("MRDIB_CACHE_DIR", str(tmp_path / "cache"))
-    config = RunConfig(data_dir=str(folder), epochs=4, patience=4, batch_size=128, seed=2)
+    config = RunConfig(data_dir=str(tiny_folder), epochs=4, patience=4, batch_size=128, seed=2)
     trained = lambda c: train(c, verbose=False)[0]  # noqa: E731
     whole, _ = train_or_reuse(config.replace(run_dir=str(tmp_path / "whole")), trained)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_pipeline import load_dataset, write_synthetic_dataset
+from data_pipeline import load_dataset
 from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.experiments.runs import load_trained_run
 from mrdib_tf.experiments.training import train, whole_epoch_execution
@@ -20,12 +20,9 @@ def test_whole_epoch_execution_rejects_empty_epochs():
         whole_epoch_execution(0, 16)
 
 
-def test_several_steps_per_call_give_the_one_step_runs_losses_and_weights(tmp_path):
-    folder = tmp_path / "tiny"
-    write_synthetic_dataset(folder, n_users=120, n_items=80, noise_dims=8, signal_dims=16,
-                            interactions_per_user=8, seed=3)
-    dataset = load_dataset(data_dir=folder)
-    base = RunConfig(data_dir=str(folder), backbone="vbpr", epochs=3, patience=3, batch_size=64, seed=11)
+def test_several_steps_per_call_give_the_one_step_runs_losses_and_weights(tiny_folder, tmp_path):
+    dataset = load_dataset(data_dir=tiny_folder)
+    base = RunConfig(data_dir=str(tiny_folder), backbone="vbpr", epochs=3, patience=3, batch_size=64, seed=11)
     steps = dataset.steps_per_epoch(base.batch_size)
     limit = 5
     assert steps % limit != 0 and whole_epoch_execution(steps, limit) > 1  # the case that needs the divisor
