@@ -63,14 +63,11 @@ def mean_over_layers(embeddings: tf.Tensor, graph_tables: tuple, n_layers: int) 
     return total / float(n_layers + 1)
 
 
-def knn_item_graph(features: np.ndarray, k: int, chunk_rows: int = 1024) -> NormalizedGraph:
-    """The item-item graph of MGCN/LATTICE/FREEDOM: each item linked to its k most cosine-similar items.
+def knn_neighbours(features: np.ndarray, k: int, chunk_rows: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's k most cosine-similar items (itself included) and their similarities, `[n_items, k]` each.
 
-    Row i keeps its top-k cosine similarities (itself included, as MMRec's `build_knn_normalized_graph`
-    does) as edge weights s_ij, and the graph is normalized symmetrically with the row sums d_i:
-    w_ij = d_i^-1/2 s_ij d_j^-1/2 (0 where a row sum is not positive, e.g. an all-zero feature row).
     Similarities are computed `chunk_rows` rows at a time, so an 18k-item catalogue never holds the
-    full n x n matrix.
+    full n x n matrix. An all-zero feature row has similarity 0 with every item.
     """
     n_items = features.shape[0]
     if not 1 <= k <= n_items:
@@ -84,10 +81,49 @@ def knn_item_graph(features: np.ndarray, k: int, chunk_rows: int = 1024) -> Norm
         top = np.argpartition(-block, k - 1, axis=1)[:, :k]
         neighbours[start : start + len(block)] = top
         similarities[start : start + len(block)] = np.take_along_axis(block, top, axis=1)
+    return neighbours, similarities
+
+
+def knn_item_graph(features: np.ndarray, k: int, weighted: bool = True, chunk_rows: int = 1024) -> NormalizedGraph:
+    """The item-item graph of MGCN/LATTICE/FREEDOM: each item linked to its k most cosine-similar items.
+
+    Row i keeps its top-k neighbours (itself included, as MMRec's `build_knn_normalized_graph` does).
+    `weighted` (MGCN, LATTICE): the edge weights are the similarities s_ij, normalized symmetrically with
+    the row sums d_i, w_ij = d_i^-1/2 s_ij d_j^-1/2 (0 where a row sum is not positive, e.g. an all-zero
+    feature row). Unweighted (FREEDOM): every kept edge weighs 1, and since every row then sums to k
+    the normalized weight is 1/k.
+    """
+    neighbours, similarities = knn_neighbours(features, k, chunk_rows)
+    n_items = features.shape[0]
+    rows = np.repeat(np.arange(n_items), k)
+    cols = neighbours.ravel()
+    if not weighted:
+        weights = np.full(rows.shape, 1.0 / k, dtype=np.float32)
+        return NormalizedGraph(rows.astype(np.int32), cols.astype(np.int32), weights, n_items)
     degree = similarities.sum(axis=1, dtype=np.float64)
     inv_sqrt = np.zeros_like(degree)
     np.power(degree, -0.5, out=inv_sqrt, where=degree > 0)
-    rows = np.repeat(np.arange(n_items), k)
-    cols = neighbours.ravel()
     weights = (inv_sqrt[rows] * similarities.ravel() * inv_sqrt[cols]).astype(np.float32)
     return NormalizedGraph(rows.astype(np.int32), cols.astype(np.int32), weights, n_items)
+
+
+def degree_sensitive_pruning(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, keep: int, rng: np.random.Generator
+) -> NormalizedGraph:
+    """FREEDOM's denoised user-item graph: `keep` of the training pairs, favouring low-degree ones.
+
+    Pairs are drawn without replacement with probability proportional to their weight in the full
+    normalized graph, 1/sqrt(d_u d_i) (so edges between popular users and items go first), by
+    exponential races: each pair's key is an Exp(1) draw divided by its weight, and the `keep` smallest
+    keys win, which is the distribution of `keep` successive weighted draws without replacement
+    (PyTorch's `multinomial`, which MMRec calls). The kept pairs are normalized anew with their own
+    degrees. `users`, `items`: the training pairs, each pair once.
+    """
+    if not 1 <= keep <= len(users):
+        raise ValueError(f"keep must be in [1, n_pairs={len(users)}], got {keep}.")
+    user_degree = np.bincount(users, minlength=n_users) + 1e-7
+    item_degree = np.bincount(items, minlength=n_items) + 1e-7
+    weights = 1.0 / np.sqrt(user_degree[users] * item_degree[items])
+    keys = rng.exponential(size=len(users)) / weights
+    kept = np.argpartition(keys, keep - 1)[:keep]
+    return NormalizedGraph.from_interactions(users[kept], items[kept], n_users, n_items)

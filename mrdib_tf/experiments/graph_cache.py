@@ -1,11 +1,12 @@
 """k-NN item graphs built once per feature table and kept beside the dataset's cache build.
 
-MGCN (and FREEDOM, DualGNN, LATTICE after it) links every item to its k most cosine-similar items
-of each modality's raw features. Building that graph is the slowest part of making the model on an
-Amazon-sized catalogue, and it depends only on the feature values and k, so `fit`, `evaluate`,
-`export` and `diagnose` share one copy: `<cache build>/knn/<modality>-k<k>-<digest>.npz`, the digest
-a sha256 of the feature array itself (so features replaced in memory never meet a stale graph). A
-build folder is deleted with its cache build, when its source files change.
+MGCN and FREEDOM (and DualGNN, LATTICE) link every item to its k most cosine-similar items of each
+modality's raw features (MGCN weighs the links by similarity, FREEDOM does not). Building that graph
+is the slowest part of making the model on an Amazon-sized catalogue, and it depends only on the
+feature values, k and the weighting, so `fit`, `evaluate`, `export` and `diagnose` share one copy:
+`<cache build>/knn/<modality>-k<k>[-unweighted]-<digest>.npz`, the digest a sha256 of the feature
+array itself (so features replaced in memory never meet a stale graph). A build folder is deleted
+with its cache build, when its source files change.
 """
 
 from __future__ import annotations
@@ -24,29 +25,32 @@ GRAPH_FOLDER = "knn"
 _FORMAT = b"knn-graph-v1"  # mixed into the digest: a change of the graph's definition gets new files
 
 
-def feature_digest(features: np.ndarray, k: int) -> str:
-    """A sha256 over the format, k, the array's dtype, shape and bytes."""
+def feature_digest(features: np.ndarray, k: int, weighted: bool = True) -> str:
+    """A sha256 over the format, k, the weighting, the array's dtype, shape and bytes."""
     array = np.ascontiguousarray(features)
     digest = hashlib.sha256(_FORMAT)
-    digest.update(f"{k}|{array.dtype.str}|{array.shape}".encode())
+    digest.update(f"{k}|{weighted}|{array.dtype.str}|{array.shape}".encode())
     digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
 
 
-def cached_knn_graph(features: np.ndarray, k: int, folder: Path | None, name: str) -> NormalizedGraph:
-    """`knn_item_graph(features, k)`, read from `folder` if built before, else built and saved there.
+def cached_knn_graph(
+    features: np.ndarray, k: int, folder: Path | None, name: str, weighted: bool = True
+) -> NormalizedGraph:
+    """`knn_item_graph(features, k, weighted)`, read from `folder` if built before, else built and saved there.
 
     A file that cannot be read or does not hold a graph of the expected size is rebuilt (with a warning);
     a folder that cannot be written only costs the rebuild next time. `folder` None: no caching.
     """
     if folder is None:
-        return knn_item_graph(features, k)
-    path = folder / GRAPH_FOLDER / f"{name}-k{k}-{feature_digest(features, k)[:20]}.npz"
+        return knn_item_graph(features, k, weighted)
+    kind = "" if weighted else "-unweighted"
+    path = folder / GRAPH_FOLDER / f"{name}-k{k}{kind}-{feature_digest(features, k, weighted)[:20]}.npz"
     if path.exists():
         graph = _read(path, n_items=features.shape[0], k=k)
         if graph is not None:
             return graph
-    graph = knn_item_graph(features, k)
+    graph = knn_item_graph(features, k, weighted)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_target(path) as temporary:

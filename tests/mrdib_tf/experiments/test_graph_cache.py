@@ -22,9 +22,9 @@ def _same(a, b) -> None:
 def _count_builds(monkeypatch) -> list:
     builds = []
 
-    def counting(features, k):
+    def counting(features, k, weighted=True):
         builds.append(k)
-        return knn_item_graph(features, k)
+        return knn_item_graph(features, k, weighted)
 
     monkeypatch.setattr(graph_cache, "knn_item_graph", counting)
     return builds
@@ -48,6 +48,11 @@ def test_other_feature_values_or_another_k_get_a_graph_of_their_own(tmp_path, mo
     _same(cached_knn_graph(changed, 5, tmp_path, "image"), knn_item_graph(changed, 5))
     _same(cached_knn_graph(_features(0), 3, tmp_path, "image"), knn_item_graph(_features(0), 3))
     assert builds == [5, 5, 3]
+    unweighted = cached_knn_graph(_features(0), 5, tmp_path, "image", weighted=False)  # FREEDOM's graph
+    _same(unweighted, knn_item_graph(_features(0), 5, weighted=False))
+    assert builds == [5, 5, 3, 5]
+    _same(cached_knn_graph(_features(0), 5, tmp_path, "image", weighted=False), unweighted)
+    assert builds == [5, 5, 3, 5] and len(list((tmp_path / "knn").glob("image-k5-unweighted-*.npz"))) == 1
 
 
 @pytest.mark.parametrize("damage", [b"", b"not an npz file"])
