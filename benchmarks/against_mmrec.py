@@ -7,7 +7,8 @@ that runs it, and its data folder; the script calls MMRec's public entry point
 
 The two take turns on the same machine: each round times ours for --epochs epochs, then runs MMRec for
 --epochs + 1 epochs (its first epoch dropped, as ours drops its compiling warm-up epoch). Both use the
-bare backbones at the same settings (64-d, batch 2048, Adam 1e-3, reg_weight 1e-4, LightGCN 2 layers);
+bare backbones at the same settings (64-d, batch 2048, Adam 1e-3, reg_weight 1e-4, LightGCN 2 layers,
+FREEDOM's edge dropout 0.8);
 ours compiles its steps with XLA. Ratios are MMRec's median seconds over ours: above 1 means we are
 faster.
 
@@ -37,6 +38,7 @@ from mrdib_tf.experiments.config import RunConfig  # noqa: E402
 BACKBONES = {
     "vbpr": ("VBPR", {"reg_weight": [1e-4]}),
     "lightgcn": ("LightGCN", {"reg_weight": [1e-4], "n_layers": [2]}),
+    "freedom": ("FREEDOM", {"reg_weight": [1e-4], "dropout": [0.8]}),
 }
 EPOCH_LINE = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
 
@@ -74,7 +76,7 @@ def main() -> None:
     parser.add_argument("--mmrec-python", type=Path, required=True, help="the Python that runs MMRec")
     parser.add_argument("--mmrec-data", type=Path, required=True, help="MMRec's data folder")
     parser.add_argument("--datasets", default="tiktok=tiktok", help="OURS=MMREC,... (see above)")
-    parser.add_argument("--backbones", default="vbpr,lightgcn")
+    parser.add_argument("--backbones", default="vbpr,lightgcn,freedom")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per round and framework")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()

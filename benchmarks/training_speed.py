@@ -9,7 +9,7 @@ same compiled train step driven by a hand-written loop that reads every step's l
 trained before it moved to `Model.fit`. The `alpha_*=0` variants drop one MRdIB branch each (the sampled bottleneck and its KL;
 the critic; the unique decoders), which shows what each branch costs.
 
-    python benchmarks/training_speed.py                       # tiktok and sports, VBPR, LightGCN and MGCN
+    python benchmarks/training_speed.py                       # tiktok and sports, every backbone
     python benchmarks/training_speed.py --datasets tiktok --repeats 5
 
 `sports` is the real MMRec interaction graph shipped in data/sports/ with RANDOM features of the real
@@ -37,7 +37,7 @@ from data_pipeline import load_dataset  # noqa: E402
 from data_pipeline.registry import MMREC_DATASETS  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mrdib_tf.callbacks import FullRankingValidation  # noqa: E402
+from mrdib_tf.callbacks import EpochStart, FullRankingValidation  # noqa: E402
 from mrdib_tf.experiments.config import RunConfig  # noqa: E402
 from mrdib_tf.experiments.models import build_recommender  # noqa: E402
 from mrdib_tf.experiments.training import EpochReport, compile_for_training  # noqa: E402
@@ -63,6 +63,9 @@ VARIANTS = [
     ("mgcn  loop bare", "mgcn", "loop", {"mrdib": False}),
     ("mgcn  fit  mrdib", "mgcn", "fit", {"mrdib": True}),
     ("mgcn  fit  mrdib alpha_kl=0", "mgcn", "fit", {"mrdib": True, "alpha_kl": 0.0}),
+    ("freedom fit bare", "freedom", "fit", {"mrdib": False}),
+    ("freedom fit mrdib", "freedom", "fit", {"mrdib": True}),
+    ("freedom fit bare frozen", "freedom", "fit", {"mrdib": False, "fine_tune_features": False}),
 ]
 
 
@@ -95,6 +98,7 @@ class TimedModel:
         self.batches = dataset.train_epochs(config.batch_size, config.seed, negative_pool=config.negative_pool)
         self.iterator = iter(self.batches)
         self.step = tf.function(self._step, jit_compile=config.jit_compile)
+        self.epochs_done = 0
         self.epochs(1)  # warm-up: tracing and XLA compilation
 
     def _step(self, batch):
@@ -108,12 +112,16 @@ class TimedModel:
         """(seconds of each training epoch, seconds of each validation evaluation after it)."""
         if self.driver == "fit":
             report = EpochReport(self.config.valid_metric, verbose=False)
-            self.model.fit(self.batches, epochs=count, steps_per_epoch=self.steps, verbose=0, shuffle=False,
-                           callbacks=[self.validation, report])
+            self.model.fit(self.batches, initial_epoch=self.epochs_done, epochs=self.epochs_done + count,
+                           steps_per_epoch=self.steps, verbose=0, shuffle=False,
+                           callbacks=[EpochStart(), self.validation, report])
+            self.epochs_done += count
             return report.epoch_seconds, [row["valid_seconds"] for row in report.history]
         training, evaluating = [], []
         for _ in range(count):
             start = time.perf_counter()
+            self.model.backbone.begin_epoch(self.epochs_done)
+            self.epochs_done += 1
             for _ in range(self.steps):
                 float(self.step(next(self.iterator)))  # the loss read back every step, as the old loop did
             trained = time.perf_counter()
@@ -141,7 +149,7 @@ def time_variants(dataset, backbones: list[str], repeats: int) -> list[tuple[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="tiktok,sports")
-    parser.add_argument("--backbones", default="vbpr,lightgcn,mgcn")
+    parser.add_argument("--backbones", default="vbpr,lightgcn,mgcn,freedom")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant")
     args = parser.parse_args()
     backbones = args.backbones.split(",")

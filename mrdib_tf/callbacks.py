@@ -1,4 +1,5 @@
-"""Callbacks for `Model.fit` that Keras does not have: full-ranking validation, a loss guard that raises."""
+"""Callbacks for `Model.fit` that Keras does not have: full-ranking validation, a loss guard that raises,
+the backbone's per-epoch hook."""
 
 from __future__ import annotations
 
@@ -74,3 +75,14 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             "its mean over the epoch so far). Lower the learning rate `lr` or the weights of the diverging "
             "terms."
         )
+
+
+class EpochStart(keras.callbacks.Callback):
+    """Calls the trained `Recommender`'s `backbone.begin_epoch(epoch)` before every epoch.
+
+    Backbones whose training graph changes per epoch (FREEDOM's denoised user-item graph) need it in
+    `Model.fit`'s callbacks; for the others it does nothing.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.backbone.begin_epoch(epoch)

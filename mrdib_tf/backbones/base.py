@@ -64,6 +64,10 @@ class Backbone(keras.Model):
         """The weighted loss terms (`loss_terms`) for a batch of `{"user", "pos_item", "neg_item"}` ids."""
         raise NotImplementedError
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before every training epoch (0-based) by `callbacks.EpochStart`: a backbone that redraws
+        structure per epoch (FREEDOM's denoised graph) does it here, from `epoch` alone so resumes match."""
+
     def call(self, inputs=None, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """The bare inference path: final embeddings from the backbone's own representations."""
         return self.embeddings(self.modality_representations(training=training), training=training)

@@ -27,8 +27,8 @@ class MGCN(Backbone):
       `cl_weight` x InfoNCE (temperature 0.2) between the side and content views of the batch's positive
       items and of its users.
 
-    As in MMRec, the raw item features are trainable (fine-tuned) and the k-NN graphs are built once
-    from their initial values.
+    As in MMRec, the raw item features are trainable (fine-tuned; `trainable_features=False` keeps them as
+    they are) and the k-NN graphs are built once from their initial values.
 
     Where MRdIB plugs in (`placement`): "views" exposes each modality's purified, propagated item view
     as h_m (what users aggregate); "features" exposes the projected features W_m f_i, before the
@@ -48,6 +48,7 @@ class MGCN(Backbone):
         batch_size: the training batch size the regularizer is divided by, as MMRec divides it (so a
             short last batch weighs each of its rows like a full one).
         placement: "views" or "features" (see above).
+        trainable_features: fine-tune the raw feature tables (MMRec) or keep them as they are.
         item_graphs: the k-NN graphs by modality, prebuilt (say, read from a cache) as
             `knn_item_graph(features[m], knn_k)` would build them; built here when None.
     """
@@ -70,6 +71,7 @@ class MGCN(Backbone):
         reg_weight: float = 1e-4,
         batch_size: int = 2048,
         placement: str = "views",
+        trainable_features: bool = True,
         item_graphs: Mapping[str, NormalizedGraph] | None = None,
         **kwargs,
     ):
@@ -109,7 +111,8 @@ class MGCN(Backbone):
         self.item_embedding = self.add_weight(
             name="item_embedding", shape=(n_items, embedding_dim), initializer="glorot_uniform"
         )
-        self.features = {m: self._trainable_table(f"{m}_features", features[m]) for m in self.modalities}
+        table = self._trainable_table if trainable_features else self._frozen
+        self.features = {m: table(f"{m}_features", features[m]) for m in self.modalities}
         self.projections = {m: self._dense(f"{m}_projection", features[m].shape[1]) for m in self.modalities}
         self.purifiers = {m: self._dense(f"{m}_purifier", embedding_dim, "sigmoid") for m in self.modalities}
         self.preferences = {m: self._dense(f"{m}_preference", embedding_dim, "sigmoid") for m in self.modalities}

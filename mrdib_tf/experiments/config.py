@@ -28,11 +28,14 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "mgcn": {"placement": "features", "prior_scale": "codes", "alpha_kl": 0.002546971728831641,
              "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
     "lightgcn": {},
+    "freedom": {},
+    "mmgcn": {"n_layers": 3},  # MMRec's MMGCN runs three layers whatever its config says (backbones/mmgcn.py)
 }
 #: MMRec's defaults for the backbones' own settings, and the MRdIB paper's best weights for MGCN (for a
 #: backbone without validated ones of its own).
 COMMON_DEFAULTS: dict[str, Any] = {
     "reg_weight": 1e-4,
+    "n_layers": 2,
     "cl_weight": 0.01,
     "alpha_kl": 0.005,
     "alpha_mi": 0.05,
@@ -48,7 +51,7 @@ _LOWER_BOUNDS: dict[str, tuple[float, bool]] = {
     "embedding_dim": (1, False), "n_layers": (0, False), "epochs": (1, False), "patience": (0, False),
     "batch_size": (1, False), "steps_per_execution": (1, False), "eval_batch_users": (1, False),
     "lr": (0.0, True), "critic_lr": (0.0, True), "initial_sigma": (0.0, True),
-    "reg_weight": (0.0, False), "cl_weight": (0.0, False),
+    "reg_weight": (0.0, False), "cl_weight": (0.0, False), "edge_dropout": (0.0, False),
     "alpha_kl": (0.0, False), "alpha_mi": (0.0, False), "alpha_unique": (0.0, False),
 }
 
@@ -68,11 +71,20 @@ class RunConfig:
     backbone: str = _setting("vbpr", "backbone model")
     embedding_dim: int = _setting(64, "embedding size d")
     reg_weight: float | None = _setting(
-        None, "weight of the backbone's own embedding regularizer (MMRec's reg_weight)" + _BY_BACKBONE
+        None, "weight of the backbone's own regularizer (MMRec's reg_weight; FREEDOM: of its per-modality BPR terms)"
+        + _BY_BACKBONE
     )
-    n_layers: int = _setting(2, "propagation layers of graph backbones (MGCN: of its user-item view)")
+    n_layers: int | None = _setting(
+        None, "propagation layers of graph backbones (MGCN, FREEDOM: of their user-item graph)" + _BY_BACKBONE
+    )
     cl_weight: float | None = _setting(
         None, "weight of MGCN's contrastive loss (MMRec's cl_loss; grid 0.001, 0.01, 0.1)" + _BY_BACKBONE
+    )
+    edge_dropout: float = _setting(
+        0.8, "share of training pairs FREEDOM drops from its user-item graph each epoch (MMRec's dropout; grid 0.8, 0.9)"
+    )
+    fine_tune_features: bool = _setting(
+        True, "MGCN and FREEDOM fine-tune the raw feature tables, as MMRec does (--no-fine-tune-features: keep them)"
     )
     mrdib: bool = _setting(True, "wrap the backbone with MRdIBRegularizer (--no-mrdib: bare backbone)")
     alpha_kl: float | None = _setting(

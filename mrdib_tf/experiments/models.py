@@ -6,15 +6,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mrdib_tf.backbones import MGCN, VBPR, Backbone, LightGCN
+from mrdib_tf.backbones import FREEDOM, MGCN, MMGCN, VBPR, Backbone, LightGCN
 from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.experiments.graph_cache import cached_knn_graph
 from mrdib_tf.recommender import Recommender
 from mrdib_tf.regularizer import MRdIBRegularizer
 
 
-#: MGCN's item-item graphs keep each item's 10 most similar items (MMRec's knn_k).
+#: MGCN's and FREEDOM's item-item graphs keep each item's 10 most similar items (MMRec's knn_k for both).
 MGCN_KNN_K = 10
+FREEDOM_KNN_K = 10
 
 
 def _vbpr(dataset, config: RunConfig) -> Backbone:
@@ -35,10 +36,30 @@ def _mgcn(dataset, config: RunConfig) -> Backbone:
     return MGCN(dataset.n_users, dataset.n_items, users, items, dataset.features, embedding_dim=config.embedding_dim,
                 n_ui_layers=config.n_layers, knn_k=MGCN_KNN_K, cl_weight=config.cl_weight,
                 reg_weight=config.reg_weight, batch_size=config.batch_size, placement=config.placement,
-                item_graphs=graphs, name="mgcn")
+                trainable_features=config.fine_tune_features, item_graphs=graphs, name="mgcn")
 
 
-BACKBONES: dict[str, Callable[..., Backbone]] = {"lightgcn": _lightgcn, "mgcn": _mgcn, "vbpr": _vbpr}
+def _freedom(dataset, config: RunConfig) -> Backbone:
+    users, items = dataset.train_pairs()
+    graphs = {m: cached_knn_graph(np.asarray(f, np.float32), FREEDOM_KNN_K, dataset.cache_dir, m, weighted=False)
+              for m, f in dataset.features.items()}
+    return FREEDOM(dataset.n_users, dataset.n_items, users, items, dataset.features,
+                   embedding_dim=config.embedding_dim, n_ui_layers=config.n_layers, knn_k=FREEDOM_KNN_K,
+                   edge_dropout=config.edge_dropout, reg_weight=config.reg_weight,
+                   trainable_features=config.fine_tune_features, seed=config.seed, item_graphs=graphs,
+                   name="freedom")
+
+
+def _mmgcn(dataset, config: RunConfig) -> Backbone:
+    users, items = dataset.train_pairs()
+    return MMGCN(dataset.n_users, dataset.n_items, users, items, dataset.features,
+                 embedding_dim=config.embedding_dim, n_layers=config.n_layers, reg_weight=config.reg_weight,
+                 name="mmgcn")
+
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "freedom": _freedom, "lightgcn": _lightgcn, "mgcn": _mgcn, "mmgcn": _mmgcn, "vbpr": _vbpr,
+}
 
 #: Backbones that read no item features: their datasets may lack feature files.
 ID_ONLY_BACKBONES = frozenset({"lightgcn"})

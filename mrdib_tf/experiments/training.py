@@ -11,7 +11,7 @@ from pathlib import Path
 
 import keras
 
-from mrdib_tf.callbacks import FullRankingValidation, NonFiniteLossGuard
+from mrdib_tf.callbacks import EpochStart, FullRankingValidation, NonFiniteLossGuard
 from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.experiments.models import build_recommender, dataset_for
 from mrdib_tf.experiments.resume import EpochBackup, ResumableEarlyStopping, ResumeState, discard_resume_state
@@ -112,7 +112,7 @@ def fit(model: Recommender, dataset, config: RunConfig, run_dir: Path | None = N
     stopping = ResumableEarlyStopping(monitor, mode="max", patience=config.patience, restore_best_weights=True,
                                       resume_from=resumed.stopping if resumed else None, best_weights=best_weights)
     report = EpochReport(config.valid_metric, verbose, resumed)
-    callbacks = [NonFiniteLossGuard(), validation, report, stopping]
+    callbacks = [EpochStart(), NonFiniteLossGuard(), validation, report, stopping]
     if run_dir is not None:
         (run_dir / CHECKPOINT_FILE).parent.mkdir(parents=True, exist_ok=True)
         callbacks += [

@@ -36,3 +36,9 @@ def test_the_command_with_no_flags_builds_the_regularizer_with_those_alphas(tmp_
         for name in ALPHAS:
             assert getattr(model.regularizer, name) == BACKBONE_DEFAULTS[backbone][name], (backbone, name)
     assert RunConfig(backbone="vbpr", alpha_mi=0.0).alpha_mi == 0.0  # a given value wins over the table
+
+
+def test_mmgcn_runs_mmrecs_three_layers_and_the_other_graph_backbones_two():
+    assert RunConfig(backbone="mmgcn").n_layers == 3
+    assert RunConfig(backbone="freedom").n_layers == RunConfig(backbone="lightgcn").n_layers == 2
+    assert RunConfig(backbone="mmgcn", n_layers=1).n_layers == 1

@@ -41,3 +41,15 @@ def test_several_steps_per_call_give_the_one_step_runs_losses_and_weights(tiny_f
     assert several.test == pytest.approx(one.test, rel=1e-6)
     for a, b in zip(one_weights, several_weights, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_training_redraws_freedoms_graph_before_every_epoch_from_the_epoch_index(tiny_folder, tmp_path, monkeypatch):
+    from mrdib_tf.backbones import FREEDOM
+
+    drawn = []
+    original = FREEDOM.begin_epoch
+    monkeypatch.setattr(FREEDOM, "begin_epoch", lambda self, epoch: (drawn.append(epoch), original(self, epoch)))
+    config = RunConfig(data_dir=str(tiny_folder), backbone="freedom", mrdib=False, epochs=3, patience=3,
+                       batch_size=128, edge_dropout=0.5, run_dir=str(tmp_path / "run"))
+    result, _ = train(config, verbose=False)
+    assert drawn == [0, 1, 2] and len(result.history) == 3
