@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from mrdib_tf.backbones.base import Backbone, Encode, check_item_features, rows_of
 from mrdib_tf.backbones.graph import NormalizedGraph, degree_sensitive_pruning, knn_item_graph, mean_over_layers, propagate
+from mrdib_tf.backbones.torch_defaults import torch_linear
 from mrdib_tf.losses import pairwise_bpr
 
 #: MMRec's `mm_image_weight`: the image graph's share of the item-item graph (text has the rest).
@@ -138,18 +137,8 @@ class FREEDOM(Backbone):
         )
         table = self._trainable_table if trainable_features else self._frozen
         self.features = {m: table(f"{m}_features", features[m]) for m in self.modalities}
-        self.projections = {m: self._projection(f"{m}_projection", features[m].shape[1]) for m in self.modalities}
-
-    def _projection(self, name: str, input_dim: int) -> keras.layers.Dense:
-        """A linear layer started as PyTorch's `nn.Linear` is: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-        bound = 1.0 / math.sqrt(input_dim)
-        layer = keras.layers.Dense(
-            self.embedding_dim, name=name,
-            kernel_initializer=keras.initializers.RandomUniform(-bound, bound),
-            bias_initializer=keras.initializers.RandomUniform(-bound, bound),
-        )
-        layer.build((None, input_dim))
-        return layer
+        self.projections = {m: torch_linear(f"{m}_projection", features[m].shape[1], embedding_dim)
+                            for m in self.modalities}
 
     def _pruned_graph(self, epoch: int) -> NormalizedGraph:
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, _PRUNING_STREAM, epoch]))

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from mrdib_tf.backbones.base import Backbone, Encode, batch_vectors, check_item_features
 from mrdib_tf.backbones.graph import propagate
+from mrdib_tf.backbones.torch_defaults import LEAKY_SLOPE, NORMALIZE_EPSILON, XAVIER_NORMAL, torch_linear
 from mrdib_tf.losses import pairwise_bpr
 
-#: PyTorch's `F.leaky_relu` slope (Keras' default is 0.2).
-LEAKY_SLOPE = 0.01
 #: The width of the latent MLP MMRec gives its vision GCN (`dim_latent=256`).
 IMAGE_LATENT_DIM = 256
-#: PyTorch's `F.normalize` eps, squared: `tf.math.l2_normalize` clips the squared norm.
-NORMALIZE_EPSILON = 1e-24
-
-#: PyTorch's `nn.init.xavier_normal_`: an untruncated normal, std sqrt(2 / (fan_in + fan_out)).
-XAVIER_NORMAL = keras.initializers.VarianceScaling(1.0, "fan_avg", "untruncated_normal")
 
 
 def mmrec_latent_dims(modalities: tuple[str, ...]) -> dict[str, int | None]:
@@ -32,13 +24,6 @@ def mmrec_latent_dims(modalities: tuple[str, ...]) -> dict[str, int | None]:
     text GCN, and a width threshold could not tell tiktok's image and audio apart (both are 128-d).
     """
     return {m: IMAGE_LATENT_DIM if m == "image" else None for m in modalities}
-
-
-def _torch_linear_initializer(fan_in: int) -> keras.initializers.Initializer:
-    """PyTorch's default `nn.Linear` init: kaiming_uniform(a=sqrt(5)) for the weight and
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias, which are the same bound."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return keras.initializers.RandomUniform(-bound, bound)
 
 
 class MMGCN(Backbone):
@@ -147,14 +132,15 @@ class MMGCN(Backbone):
             preferences[m] = self.add_weight(name=f"{m}_preference", shape=(n_users, width),
                                              initializer=XAVIER_NORMAL, trainable=trainable_tables)
             if latent is not None:
-                mlps[m] = self._linear(f"{m}_mlp", features[m].shape[1], latent, xavier=False)
+                mlps[m] = torch_linear(f"{m}_mlp", features[m].shape[1], latent)
             convs[m], linears[m], gates[m] = [], [], []
             for layer in range(1, n_layers + 1):
                 convs[m].append(self.add_weight(name=f"{m}_conv{layer}", shape=(width, width),
                                                 initializer=XAVIER_NORMAL))
-                linears[m].append(self._linear(f"{m}_linear{layer}", width, embedding_dim, xavier=True))
+                linears[m].append(torch_linear(f"{m}_linear{layer}", width, embedding_dim, xavier_kernel=True))
                 gate_input = width + embedding_dim if concatenate else width
-                gates[m].append(self._linear(f"{m}_gate{layer}", gate_input, embedding_dim, xavier=layer == 1))
+                gates[m].append(torch_linear(f"{m}_gate{layer}", gate_input, embedding_dim,
+                                                   xavier_kernel=layer == 1))
                 width = embedding_dim
         self.preferences, self.mlps, self.convs, self.linears, self.gates = preferences, mlps, convs, linears, gates
 
@@ -176,14 +162,6 @@ class MMGCN(Backbone):
         weights = 1.0 / np.bincount(rows, minlength=n_nodes)[rows]
         return (self._frozen("edge_rows", rows, "int32"), self._frozen("edge_cols", cols, "int32"),
                 self._frozen("edge_weights", weights), n_nodes)
-
-    def _linear(self, name: str, input_dim: int, units: int, xavier: bool) -> keras.layers.Dense:
-        """An `nn.Linear` as MMRec starts it: PyTorch's default init, the weight Xavier-normal if `xavier`."""
-        default = _torch_linear_initializer(input_dim)
-        layer = keras.layers.Dense(units, kernel_initializer=XAVIER_NORMAL if xavier else default,
-                                   bias_initializer=default, name=name)
-        layer.build((None, input_dim))
-        return layer
 
     def modality_representations(self, items: tf.Tensor | None = None, training: bool = False) -> dict[str, tf.Tensor]:
         """Each modality's GCN input item rows before the normalization: W_m f + b_m, or f itself."""

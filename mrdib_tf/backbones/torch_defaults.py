@@ -1,0 +1,29 @@
+"""PyTorch's defaults that MMRec's backbones rely on, as Keras initializers and constants, so that a
+backbone ported from MMRec starts where MMRec's does and computes what it computes."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+#: PyTorch's `F.leaky_relu` slope (Keras' default is 0.2).
+LEAKY_SLOPE = 0.01
+#: PyTorch's `F.normalize` eps, squared: `tf.math.l2_normalize` clips the squared norm.
+NORMALIZE_EPSILON = 1e-24
+#: PyTorch's `nn.init.xavier_normal_`: an untruncated normal, std sqrt(2 / (fan_in + fan_out)).
+XAVIER_NORMAL = keras.initializers.VarianceScaling(1.0, "fan_avg", "untruncated_normal")
+
+
+def torch_linear(name: str, input_dim: int, units: int, xavier_kernel: bool = False) -> keras.layers.Dense:
+    """A built `Dense` started as PyTorch's `nn.Linear` is, the kernel Xavier-normal if `xavier_kernel`.
+
+    PyTorch's default is kaiming_uniform(a=sqrt(5)) for the weight and U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    for the bias, which are the same bound.
+    """
+    bound = 1.0 / math.sqrt(input_dim)
+    default = keras.initializers.RandomUniform(-bound, bound)
+    layer = keras.layers.Dense(units, kernel_initializer=XAVIER_NORMAL if xavier_kernel else default,
+                               bias_initializer=default, name=name)
+    layer.build((None, input_dim))
+    return layer
