@@ -127,3 +127,43 @@ def degree_sensitive_pruning(
     keys = rng.exponential(size=len(users)) / weights
     kept = np.argpartition(keys, keep - 1)[:keep]
     return NormalizedGraph.from_interactions(users[kept], items[kept], n_users, n_items)
+
+
+def cooccurrence_neighbours(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, k: int, chunk_users: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's k users that share the most training items with it (DualGNN's user-user graph).
+
+    Returns `(neighbours, counts)`, `[n_users, k]` each: the neighbours by descending count of shared
+    items, ties to the lower user id (`torch.topk`, which MMRec's preprocessing calls, leaves tie order
+    unspecified), the user itself excluded. A user with fewer than k co-users (k may exceed the
+    catalogue) has count 0 and neighbour 0 in its remaining slots. The counts are never a dense users x users matrix: the shared items of
+    `chunk_users` users at a time are counted as sparse pairs, so work and memory follow the sum of
+    squared item degrees (9.3M pairs on sports).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    pairs = np.unique(np.stack([users, items], axis=1).astype(np.int64), axis=0)  # sorted by user
+    by_item = pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))]
+    item_start = np.searchsorted(by_item[:, 1], np.arange(n_items))
+    item_degree = np.bincount(pairs[:, 1], minlength=n_items)
+    user_start = np.searchsorted(pairs[:, 0], np.arange(n_users + 1))
+    neighbours = np.zeros((n_users, k), dtype=np.int64)
+    counts = np.zeros((n_users, k), dtype=np.int64)
+    for first in range(0, n_users, chunk_users):
+        last = min(first + chunk_users, n_users)
+        block = pairs[user_start[first] : user_start[last]]
+        lengths = item_degree[block[:, 1]]
+        offsets = np.repeat(item_start[block[:, 1]] - np.cumsum(lengths) + lengths, lengths)
+        co_users = by_item[offsets + np.arange(lengths.sum()), 0]
+        keys, shared = np.unique(np.repeat(block[:, 0], lengths) * n_users + co_users, return_counts=True)
+        receivers, co_users = np.divmod(keys, n_users)
+        others = receivers != co_users
+        receivers, co_users, shared = receivers[others], co_users[others], shared[others]
+        order = np.lexsort((co_users, -shared, receivers))  # by user, then count down, then lower id
+        receivers, co_users, shared = receivers[order], co_users[order], shared[order]
+        rank = np.arange(len(receivers)) - np.searchsorted(receivers, receivers)
+        top = rank < k
+        neighbours[receivers[top], rank[top]] = co_users[top]
+        counts[receivers[top], rank[top]] = shared[top]
+    return neighbours, counts

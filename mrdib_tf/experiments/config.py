@@ -29,6 +29,7 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
              "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
     "lightgcn": {},
     "freedom": {},
+    "dualgnn": {},
     "mmgcn": {"n_layers": 3},  # MMRec's MMGCN runs three layers whatever its config says (backbones/mmgcn.py)
 }
 #: MMRec's defaults for the backbones' own settings, and the MRdIB paper's best weights for MGCN (for a

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mrdib_tf.backbones import FREEDOM, MGCN, MMGCN, VBPR, Backbone, LightGCN
+from mrdib_tf.backbones import FREEDOM, DualGNN, MGCN, MMGCN, VBPR, Backbone, LightGCN
 from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.experiments.graph_cache import cached_knn_graph
 from mrdib_tf.recommender import Recommender
@@ -57,8 +57,15 @@ def _mmgcn(dataset, config: RunConfig) -> Backbone:
                  name="mmgcn")
 
 
+def _dualgnn(dataset, config: RunConfig) -> Backbone:
+    users, items = dataset.train_pairs()
+    return DualGNN(dataset.n_users, dataset.n_items, users, items, dataset.features,
+                   embedding_dim=config.embedding_dim, n_layers=config.n_layers, reg_weight=config.reg_weight,
+                   seed=config.seed, name="dualgnn")
+
+
 BACKBONES: dict[str, Callable[..., Backbone]] = {
-    "freedom": _freedom, "lightgcn": _lightgcn, "mgcn": _mgcn, "mmgcn": _mmgcn, "vbpr": _vbpr,
+    "dualgnn": _dualgnn, "freedom": _freedom, "lightgcn": _lightgcn, "mgcn": _mgcn, "mmgcn": _mmgcn, "vbpr": _vbpr,
 }
 
 #: Backbones that read no item features: their datasets may lack feature files.
