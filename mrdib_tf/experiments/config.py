@@ -25,7 +25,7 @@ def _setting(default: Any, help: str) -> Any:
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "vbpr": {"reg_weight": 0.3, "prior_scale": "inputs", "alpha_kl": 0.0011371884773242562,
              "alpha_mi": 0.002043608938748102, "alpha_unique": 0.0011008868172622081},
-    "mgcn": {"placement": "features", "prior_scale": "codes", "alpha_kl": 0.002546971728831641,
+    "mgcn": {"lr_decay": 0.96, "placement": "features", "prior_scale": "codes", "alpha_kl": 0.002546971728831641,
              "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
     "lightgcn": {},
     "freedom": {},
@@ -35,6 +35,7 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
 #: MMRec's defaults for the backbones' own settings, and the MRdIB paper's best weights for MGCN (for a
 #: backbone without validated ones of its own).
 COMMON_DEFAULTS: dict[str, Any] = {
+    "lr_decay": 1.0,
     "reg_weight": 1e-4,
     "n_layers": 2,
     "cl_weight": 0.01,
@@ -51,7 +52,7 @@ _BY_BACKBONE = " (default: the backbone's validated value)"
 _LOWER_BOUNDS: dict[str, tuple[float, bool]] = {
     "embedding_dim": (1, False), "n_layers": (0, False), "epochs": (1, False), "patience": (0, False),
     "batch_size": (1, False), "steps_per_execution": (1, False), "eval_batch_users": (1, False),
-    "lr": (0.0, True), "critic_lr": (0.0, True), "initial_sigma": (0.0, True),
+    "lr": (0.0, True), "lr_decay": (0.0, True), "lr_decay_epochs": (0.0, True), "critic_lr": (0.0, True), "initial_sigma": (0.0, True),
     "reg_weight": (0.0, False), "cl_weight": (0.0, False), "edge_dropout": (0.0, False),
     "alpha_kl": (0.0, False), "alpha_mi": (0.0, False), "alpha_unique": (0.0, False),
 }
@@ -123,6 +124,11 @@ class RunConfig:
     valid_metric: str = _setting("recall@20", "validation metric for early stopping and model choice")
     batch_size: int = _setting(2048, "training batch size")
     lr: float = _setting(1e-3, "Adam learning rate")
+    lr_decay: float | None = _setting(
+        None, "the learning rate of epoch e (from 0) is lr x lr_decay^(e / lr_decay_epochs), MMRec's "
+        "learning_rate_scheduler (MGCN: 0.96; others 1, no decay)" + _BY_BACKBONE
+    )
+    lr_decay_epochs: float = _setting(50.0, "epochs over which the learning rate is multiplied by lr_decay")
     negative_pool: str = _setting(
         "all", "items negatives are drawn from: 'all' (the catalogue) or 'train' (items seen in training, as MMRec)"
     )

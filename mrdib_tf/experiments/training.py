@@ -92,6 +92,15 @@ def compile_for_training(model: Recommender, config: RunConfig, steps_per_epoch:
                   steps_per_execution=whole_epoch_execution(steps_per_epoch, config.steps_per_execution))
 
 
+def learning_rate_decay(config: RunConfig) -> keras.callbacks.LearningRateScheduler:
+    """MMRec's `learning_rate_scheduler`: epoch e (from 0) trains at lr x lr_decay^(e / lr_decay_epochs).
+
+    Set from the epoch index alone before each epoch, so a resumed run continues the same schedule.
+    """
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch, _: config.lr * config.lr_decay ** (epoch / config.lr_decay_epochs))
+
+
 def fit(model: Recommender, dataset, config: RunConfig, run_dir: Path | None = None,
         verbose: bool = True) -> FitResult:
     """Trains `model` to early stopping on validation, restores its best epoch and tests it once.
@@ -113,6 +122,8 @@ def fit(model: Recommender, dataset, config: RunConfig, run_dir: Path | None = N
                                       resume_from=resumed.stopping if resumed else None, best_weights=best_weights)
     report = EpochReport(config.valid_metric, verbose, resumed)
     callbacks = [EpochStart(), NonFiniteLossGuard(), validation, report, stopping]
+    if config.lr_decay != 1.0:
+        callbacks.insert(1, learning_rate_decay(config))  # before the report, which logs its rate
     if run_dir is not None:
         (run_dir / CHECKPOINT_FILE).parent.mkdir(parents=True, exist_ok=True)
         callbacks += [

@@ -42,3 +42,10 @@ def test_mmgcn_runs_mmrecs_three_layers_and_the_other_graph_backbones_two():
     assert RunConfig(backbone="mmgcn").n_layers == 3
     assert RunConfig(backbone="freedom").n_layers == RunConfig(backbone="lightgcn").n_layers == 2
     assert RunConfig(backbone="mmgcn", n_layers=1).n_layers == 1
+
+
+def test_only_mgcn_decays_its_learning_rate_by_default_as_in_mmrecs_configs():
+    assert RunConfig(backbone="mgcn").lr_decay == 0.96
+    assert all(RunConfig(backbone=b).lr_decay == 1.0 for b in ("vbpr", "lightgcn", "freedom", "mmgcn", "dualgnn"))
+    with pytest.raises(ValueError, match="lr_decay"):
+        RunConfig(lr_decay=0.0)

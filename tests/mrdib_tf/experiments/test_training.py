@@ -53,3 +53,11 @@ def test_training_redraws_freedoms_graph_before_every_epoch_from_the_epoch_index
                        batch_size=128, edge_dropout=0.5, run_dir=str(tmp_path / "run"))
     result, _ = train(config, verbose=False)
     assert drawn == [0, 1, 2] and len(result.history) == 3
+
+
+def test_learning_rate_decays_per_epoch_as_mmrecs_scheduler(tiny_folder, tmp_path):
+    config = RunConfig(data_dir=str(tiny_folder), backbone="vbpr", mrdib=False, epochs=3, patience=3,
+                       batch_size=128, lr=0.01, lr_decay=0.25, lr_decay_epochs=2.0, run_dir=str(tmp_path / "run"))
+    result, _ = train(config, verbose=False)
+    # epoch e (from 0) trains at 0.01 x 0.25^(e / 2): 0.01, 0.005, 0.0025
+    assert [row["learning_rate"] for row in result.history] == pytest.approx([0.01, 0.005, 0.0025], rel=1e-6)
