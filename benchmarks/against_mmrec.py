@@ -18,7 +18,8 @@ faster.
 Each --datasets entry is OURS=MMREC: our dataset name and the name MMRec knows it by (a folder of
 --mmrec-data with a YAML of the same name in MMRec's src/configs/dataset/). Our `sports` is the real
 interaction graph with RANDOM features of the real shapes (see training_speed.py); give MMRec the same
-graph with random features of those shapes.
+graph with random features of those shapes. MMRec's DualGNN also reads `user_graph_dict.npy` from the
+dataset's folder, which MMRec's `preprocessing/dualgnn-gen-u-u-matrix.py` writes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ BACKBONES = {
     "vbpr": ("VBPR", {"reg_weight": [1e-4]}),
     "lightgcn": ("LightGCN", {"reg_weight": [1e-4], "n_layers": [2]}),
     "freedom": ("FREEDOM", {"reg_weight": [1e-4], "dropout": [0.8]}),
+    "dualgnn": ("DualGNN", {"reg_weight": [1e-4], "learning_rate": [1e-3], "aggr_mode": ["add"]}),
 }
 EPOCH_LINE = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
 
@@ -76,7 +78,7 @@ def main() -> None:
     parser.add_argument("--mmrec-python", type=Path, required=True, help="the Python that runs MMRec")
     parser.add_argument("--mmrec-data", type=Path, required=True, help="MMRec's data folder")
     parser.add_argument("--datasets", default="tiktok=tiktok", help="OURS=MMREC,... (see above)")
-    parser.add_argument("--backbones", default="vbpr,lightgcn,freedom")
+    parser.add_argument("--backbones", default="vbpr,lightgcn,freedom,dualgnn")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per round and framework")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
