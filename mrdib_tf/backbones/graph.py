@@ -38,6 +38,17 @@ class NormalizedGraph:
         weights = (inv_sqrt[rows] * inv_sqrt[cols]).astype(np.float32)
         return cls(rows.astype(np.int32), cols.astype(np.int32), weights, n_nodes)
 
+    def plus(self, other: "NormalizedGraph", scale: float = 1.0) -> "NormalizedGraph":
+        """The graph of `A + scale * B` (edge lists joined: propagation sums parallel edges)."""
+        if other.n_nodes != self.n_nodes:
+            raise ValueError(f"Cannot add a {other.n_nodes}-node graph to a {self.n_nodes}-node one.")
+        return NormalizedGraph(
+            np.concatenate([self.rows, other.rows]),
+            np.concatenate([self.cols, other.cols]),
+            np.concatenate([self.weights, np.float32(scale) * other.weights]),
+            self.n_nodes,
+        )
+
     def users_from_items(self, n_users: int) -> "NormalizedGraph":
         """The user <- item block of a bipartite graph (MGCN's R): user receivers, item-id senders."""
         to_users = self.rows < n_users
@@ -63,6 +74,12 @@ def mean_over_layers(embeddings: tf.Tensor, graph_tables: tuple, n_layers: int) 
     return total / float(n_layers + 1)
 
 
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """`features` with each row scaled to unit length (float32); an all-zero row stays zero."""
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return np.divide(features, norms, out=np.zeros(features.shape, dtype=np.float32), where=norms > 0)
+
+
 def knn_neighbours(features: np.ndarray, k: int, chunk_rows: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Each item's k most cosine-similar items (itself included) and their similarities, `[n_items, k]` each.
 
@@ -72,8 +89,7 @@ def knn_neighbours(features: np.ndarray, k: int, chunk_rows: int = 1024) -> tupl
     n_items = features.shape[0]
     if not 1 <= k <= n_items:
         raise ValueError(f"knn k must be in [1, n_items={n_items}], got {k}.")
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    unit = np.divide(features, norms, out=np.zeros_like(features, dtype=np.float32), where=norms > 0)
+    unit = unit_rows(features)
     neighbours = np.empty((n_items, k), dtype=np.int64)
     similarities = np.empty((n_items, k), dtype=np.float32)
     for start in range(0, n_items, chunk_rows):
