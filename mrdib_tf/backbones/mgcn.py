@@ -51,7 +51,13 @@ class MGCN(Backbone):
         trainable_features: fine-tune the raw feature tables (MMRec) or keep them as they are.
         item_graphs: the k-NN graphs by modality, prebuilt (say, read from a cache) as
             `knn_item_graph(features[m], knn_k)` would build them; built here when None.
+        user_item_graphs: `(bipartite, users_from_items)`, the graph of the user-item view and the user
+            <- item block users aggregate item views with; from the training pairs when None (SOIL
+            passes its second-order augmented ones).
     """
+
+    #: Whether each modality's remainder is gated by the user-item view (MGCN's behavior-aware fuser).
+    preference_gates: bool = True
 
     PLACEMENTS = ("views", "features")
 
@@ -73,6 +79,7 @@ class MGCN(Backbone):
         placement: str = "views",
         trainable_features: bool = True,
         item_graphs: Mapping[str, NormalizedGraph] | None = None,
+        user_item_graphs: tuple[NormalizedGraph, NormalizedGraph] | None = None,
         **kwargs,
     ):
         super().__init__(n_users, n_items, reg_weight, **kwargs)
@@ -95,9 +102,15 @@ class MGCN(Backbone):
         self.cl_weight = cl_weight
         self.temperature = temperature
 
-        interactions = NormalizedGraph.from_interactions(train_users, train_items, n_users, n_items)
-        self.interactions = self._graph_tables("interactions", interactions)
-        self.users_from_items = self._graph_tables("users_from_items", interactions.users_from_items(n_users))
+        if user_item_graphs is None:
+            interactions = NormalizedGraph.from_interactions(train_users, train_items, n_users, n_items)
+            user_item_graphs = (interactions, interactions.users_from_items(n_users))
+        bipartite, users_from_items = user_item_graphs
+        if bipartite.n_nodes != n_users + n_items or users_from_items.n_nodes != n_users:
+            raise ValueError(f"user_item_graphs must span {n_users} users and {n_items} items, got graphs of "
+                             f"{bipartite.n_nodes} and {users_from_items.n_nodes} receivers.")
+        self.interactions = self._graph_tables("interactions", bipartite)
+        self.users_from_items = self._graph_tables("users_from_items", users_from_items)
         if item_graphs is None:
             item_graphs = {m: knn_item_graph(np.asarray(features[m], np.float32), knn_k) for m in self.modalities}
         if sorted(item_graphs) != list(self.modalities) or any(g.n_nodes != n_items for g in item_graphs.values()):
@@ -115,7 +128,8 @@ class MGCN(Backbone):
         self.features = {m: table(f"{m}_features", features[m]) for m in self.modalities}
         self.projections = {m: self._dense(f"{m}_projection", features[m].shape[1]) for m in self.modalities}
         self.purifiers = {m: self._dense(f"{m}_purifier", embedding_dim, "sigmoid") for m in self.modalities}
-        self.preferences = {m: self._dense(f"{m}_preference", embedding_dim, "sigmoid") for m in self.modalities}
+        if self.preference_gates:
+            self.preferences = {m: self._dense(f"{m}_preference", embedding_dim, "sigmoid") for m in self.modalities}
         self.attention_hidden = self._dense("attention_hidden", embedding_dim, "tanh")
         self.attention_score = keras.layers.Dense(1, use_bias=False, name="attention_score")
         self.attention_score.build((None, embedding_dim))
@@ -155,9 +169,10 @@ class MGCN(Backbone):
         )  # [n_users + n_items, M, d]
         attention = tf.nn.softmax(self.attention_score(self.attention_hidden(modal)), axis=1)
         common = tf.reduce_sum(attention * modal, axis=1)
-        gated = tf.add_n([
-            self.preferences[m](content) * (modal[:, k] - common) for k, m in enumerate(self.modalities)
-        ])
+        remainders = [modal[:, k] - common for k in range(len(self.modalities))]
+        if self.preference_gates:
+            remainders = [self.preferences[m](content) * r for m, r in zip(self.modalities, remainders)]
+        gated = tf.add_n(remainders)
         side = (gated + common) / float(len(self.modalities) + 1)
         return content, side
 
@@ -176,7 +191,10 @@ class MGCN(Backbone):
         representations = self.modality_representations(training=training)
         if encode is not None:
             representations = encode(representations, batch["pos_item"], batch["neg_item"])
-        content, side = self._views(representations)
+        return self._loss_terms(batch, *self._views(representations))
+
+    def _loss_terms(self, batch: Mapping[str, tf.Tensor], content: tf.Tensor, side: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The weighted terms from the batch and the two views over users + items."""
         final = content + side
         users, positives, negatives = batch_vectors(final[: self.n_users], final[self.n_users :], batch)
         terms = {

@@ -52,10 +52,15 @@ def _dense_layer(layer, x, activation=None):
     return {None: out, "sigmoid": 1 / (1 + np.exp(-out)), "tanh": np.tanh(out)}[activation]
 
 
-def _mgcn_reference(model: MGCN):
-    """MGCN's forward pass written out with dense matrices: (users, items, content, side)."""
-    adjacency = _bipartite_reference()
-    users_from_items = adjacency[:N_USERS, N_USERS:]
+def _mgcn_reference(model: MGCN, adjacency=None, users_from_items=None, item_graphs=None):
+    """MGCN's forward pass written out with dense matrices: (users, items, content, side).
+
+    The graphs default to MGCN's (SOIL's test passes its own); the preference gates apply when the model has them.
+    """
+    if adjacency is None:
+        adjacency = _bipartite_reference()
+        users_from_items = adjacency[:N_USERS, N_USERS:]
+        item_graphs = {m: _knn_reference(_features()[m], 3) for m in model.modalities}
     ids = np.concatenate([model.user_embedding.numpy(), model.item_embedding.numpy()])
     layers = [ids]
     for _ in range(model.n_ui_layers):
@@ -67,19 +72,27 @@ def _mgcn_reference(model: MGCN):
         gate = _dense_layer(model.purifiers[m], _dense_layer(model.projections[m], features), "sigmoid")
         item_view = model.item_embedding.numpy() * gate
         for _ in range(model.n_item_layers):
-            item_view = _knn_reference(_features()[m], 3) @ item_view
+            item_view = item_graphs[m] @ item_view
         modal.append(np.concatenate([users_from_items @ item_view, item_view]))
     modal = np.stack(modal, axis=1)
     scores = _dense_layer(model.attention_score, _dense_layer(model.attention_hidden, modal, "tanh"))
     attention = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
     common = (attention * modal).sum(axis=1)
     gated = sum(
-        _dense_layer(model.preferences[m], content, "sigmoid") * (modal[:, k] - common)
+        (_dense_layer(model.preferences[m], content, "sigmoid") if model.preference_gates else 1.0)
+        * (modal[:, k] - common)
         for k, m in enumerate(model.modalities)
     )
     side = (gated + common) / (len(model.modalities) + 1)
     final = content + side
     return final[:N_USERS], final[N_USERS:], content, side
+
+
+def _info_nce(a, b, t):
+    """MMRec's InfoNCE, exponentials and all."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.mean(-np.log(np.exp((a * b).sum(1) / t) / np.exp(a @ b.T / t).sum(1)))
 
 
 def _model(**kwargs):
@@ -123,14 +136,8 @@ def test_training_losses_match_mmrecs_formulas():
     users, pos, neg = np.array([0, 2, 4]), np.array([1, 5, 0]), np.array([3, 3, 2])
     terms = model.training_losses({"user": tf.constant(users), "pos_item": tf.constant(pos),
                                    "neg_item": tf.constant(neg)})
-
-    def info_nce(a, b, t):  # MMRec's InfoNCE, exponentials and all
-        a = a / np.linalg.norm(a, axis=1, keepdims=True)
-        b = b / np.linalg.norm(b, axis=1, keepdims=True)
-        return np.mean(-np.log(np.exp((a * b).sum(1) / t) / np.exp(a @ b.T / t).sum(1)))
-
-    want = 0.5 * (info_nce(side[N_USERS + pos], content[N_USERS + pos], 0.2)
-                  + info_nce(side[users], content[users], 0.2))
+    want = 0.5 * (_info_nce(side[N_USERS + pos], content[N_USERS + pos], 0.2)
+                  + _info_nce(side[users], content[users], 0.2))
     np.testing.assert_allclose(float(terms["contrastive"]), want, rtol=1e-4)
     u, p, n = users_table[users], items_table[pos], items_table[neg]
     np.testing.assert_allclose(float(terms["ranking"]), np.mean(np.log1p(np.exp(-((u * p).sum(1) - (u * n).sum(1))))),
