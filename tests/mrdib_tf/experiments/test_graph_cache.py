@@ -37,7 +37,7 @@ def test_the_graph_is_built_once_and_read_back_as_built(tmp_path, monkeypatch):
     assert builds == [5]
     _same(first, knn_item_graph(_features(), 5))
     _same(second, first)
-    assert len(list((tmp_path / "knn").glob("image-k5-*.npz"))) == 1
+    assert len(list((tmp_path / "graphs").glob("image-k5-*.npz"))) == 1
 
 
 def test_other_feature_values_or_another_k_get_a_graph_of_their_own(tmp_path, monkeypatch):
@@ -52,13 +52,13 @@ def test_other_feature_values_or_another_k_get_a_graph_of_their_own(tmp_path, mo
     _same(unweighted, knn_item_graph(_features(0), 5, weighted=False))
     assert builds == [5, 5, 3, 5]
     _same(cached_knn_graph(_features(0), 5, tmp_path, "image", weighted=False), unweighted)
-    assert builds == [5, 5, 3, 5] and len(list((tmp_path / "knn").glob("image-k5-unweighted-*.npz"))) == 1
+    assert builds == [5, 5, 3, 5] and len(list((tmp_path / "graphs").glob("image-k5-unweighted-*.npz"))) == 1
 
 
 @pytest.mark.parametrize("damage", [b"", b"not an npz file"])
 def test_a_damaged_file_is_rebuilt(tmp_path, monkeypatch, damage):
     cached_knn_graph(_features(), 5, tmp_path, "image")
-    (stored,) = (tmp_path / "knn").glob("*.npz")
+    (stored,) = (tmp_path / "graphs").glob("*.npz")
     stored.write_bytes(damage)
     builds = _count_builds(monkeypatch)
     _same(cached_knn_graph(_features(), 5, tmp_path, "image"), knn_item_graph(_features(), 5))
