@@ -30,6 +30,8 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "lightgcn": {},
     "freedom": {},
     "dualgnn": {},
+    # the authors' SOIL.yaml: the decay of MGCN's; their loss reads no reg_weight; their features load frozen
+    "soil": {"lr_decay": 0.96, "reg_weight": 0.0, "fine_tune_features": False},
     "mmgcn": {"n_layers": 3},  # MMRec's MMGCN runs three layers whatever its config says (backbones/mmgcn.py)
 }
 #: MMRec's defaults for the backbones' own settings, and the MRdIB paper's best weights for MGCN (for a
@@ -39,6 +41,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "reg_weight": 1e-4,
     "n_layers": 2,
     "cl_weight": 0.01,
+    "user_item_cl_weight": 0.01,
+    "fine_tune_features": True,
     "alpha_kl": 0.005,
     "alpha_mi": 0.05,
     "alpha_unique": 0.005,
@@ -47,13 +51,16 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "prior_scale": "codes",
     "placement": "views",
 }
+#: SOIL's (knn_i, knn_a) by dataset, from its authors' dataset configs; baby's for any other dataset.
+SOIL_GRAPH_DEFAULTS: dict[str, tuple[int, int]] = {"baby": (10, 2), "sports": (5, 6), "clothing": (5, 3)}
 _BY_BACKBONE = " (default: the backbone's validated value)"
 #: The smallest value each numeric setting accepts, and whether it must exceed it (True) or may equal it.
 _LOWER_BOUNDS: dict[str, tuple[float, bool]] = {
     "embedding_dim": (1, False), "n_layers": (0, False), "epochs": (1, False), "patience": (0, False),
     "batch_size": (1, False), "steps_per_execution": (1, False), "eval_batch_users": (1, False),
     "lr": (0.0, True), "lr_decay": (0.0, True), "lr_decay_epochs": (0.0, True), "critic_lr": (0.0, True), "initial_sigma": (0.0, True),
-    "reg_weight": (0.0, False), "cl_weight": (0.0, False), "edge_dropout": (0.0, False),
+    "reg_weight": (0.0, False), "cl_weight": (0.0, False), "user_item_cl_weight": (0.0, False),
+    "interest_k": (1, False), "second_order_k": (0, False), "edge_dropout": (0.0, False),
     "alpha_kl": (0.0, False), "alpha_mi": (0.0, False), "alpha_unique": (0.0, False),
 }
 
@@ -80,13 +87,26 @@ class RunConfig:
         None, "propagation layers of graph backbones (MGCN, FREEDOM: of their user-item graph)" + _BY_BACKBONE
     )
     cl_weight: float | None = _setting(
-        None, "weight of MGCN's contrastive loss (MMRec's cl_loss; grid 0.001, 0.01, 0.1)" + _BY_BACKBONE
+        None, "weight of MGCN's and SOIL's side/content contrastive loss (cl_loss; grid 0.001, 0.01, 0.1)"
+        + _BY_BACKBONE
+    )
+    user_item_cl_weight: float | None = _setting(
+        None, "weight of SOIL's user/item contrastive loss (its cl_loss2; grid 0.001, 0.01, 0.1)" + _BY_BACKBONE
+    )
+    interest_k: int | None = _setting(
+        None, "SOIL's interest items per user and modality (its knn_i; default by dataset as its authors "
+        "set it: baby 10, sports 5, clothing 5, others 10)"
+    )
+    second_order_k: int | None = _setting(
+        None, "SOIL's second-order items per user beyond its own (its knn_a; default by dataset: baby 2, "
+        "sports 6, clothing 3, others 2)"
     )
     edge_dropout: float = _setting(
         0.8, "share of training pairs FREEDOM drops from its user-item graph each epoch (MMRec's dropout; grid 0.8, 0.9)"
     )
-    fine_tune_features: bool = _setting(
-        True, "MGCN and FREEDOM fine-tune the raw feature tables, as MMRec does (--no-fine-tune-features: keep them)"
+    fine_tune_features: bool | None = _setting(
+        None, "fine-tune the raw feature tables, as MMRec's MGCN and FREEDOM do (--no-fine-tune-features: keep "
+        "them, as SOIL's authors do)" + _BY_BACKBONE
     )
     mrdib: bool = _setting(True, "wrap the backbone with MRdIBRegularizer (--no-mrdib: bare backbone)")
     alpha_kl: float | None = _setting(
@@ -145,6 +165,9 @@ class RunConfig:
         for name, value in {**COMMON_DEFAULTS, **BACKBONE_DEFAULTS.get(self.backbone, {})}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        interest_k, second_order_k = SOIL_GRAPH_DEFAULTS.get(self.dataset_name, SOIL_GRAPH_DEFAULTS["baby"])
+        self.interest_k = interest_k if self.interest_k is None else self.interest_k
+        self.second_order_k = second_order_k if self.second_order_k is None else self.second_order_k
         for name, (bound, strict) in _LOWER_BOUNDS.items():
             value = getattr(self, name)
             if not (value > bound if strict else value >= bound):  # also refuses NaN

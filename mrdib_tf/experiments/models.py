@@ -6,16 +6,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mrdib_tf.backbones import FREEDOM, DualGNN, MGCN, MMGCN, VBPR, Backbone, LightGCN
+from mrdib_tf.backbones import FREEDOM, MGCN, MMGCN, SOIL, VBPR, Backbone, DualGNN, LightGCN
 from mrdib_tf.experiments.config import RunConfig
-from mrdib_tf.experiments.graph_cache import cached_knn_graph
+from mrdib_tf.experiments.graph_cache import cached_knn_graph, cached_soil_graphs
 from mrdib_tf.recommender import Recommender
 from mrdib_tf.regularizer import MRdIBRegularizer
 
 
-#: MGCN's and FREEDOM's item-item graphs keep each item's 10 most similar items (MMRec's knn_k for both).
+#: MGCN's, FREEDOM's and SOIL's item-item graphs keep each item's 10 most similar items (their configs' knn_k).
 MGCN_KNN_K = 10
 FREEDOM_KNN_K = 10
+SOIL_KNN_K = 10
 
 
 def _vbpr(dataset, config: RunConfig) -> Backbone:
@@ -64,8 +65,21 @@ def _dualgnn(dataset, config: RunConfig) -> Backbone:
                    seed=config.seed, name="dualgnn")
 
 
+def _soil(dataset, config: RunConfig) -> Backbone:
+    users, items = dataset.train_pairs()
+    graphs = cached_soil_graphs(dataset.features, users, items, dataset.n_users, dataset.n_items, SOIL_KNN_K,
+                                config.interest_k, config.second_order_k, dataset.cache_dir)
+    return SOIL(dataset.n_users, dataset.n_items, users, items, dataset.features, embedding_dim=config.embedding_dim,
+                n_ui_layers=config.n_layers, knn_k=SOIL_KNN_K, interest_k=config.interest_k,
+                second_order_k=config.second_order_k, cl_weight=config.cl_weight,
+                user_item_cl_weight=config.user_item_cl_weight, reg_weight=config.reg_weight,
+                batch_size=config.batch_size, placement=config.placement,
+                trainable_features=config.fine_tune_features, graphs=graphs, name="soil")
+
+
 BACKBONES: dict[str, Callable[..., Backbone]] = {
-    "dualgnn": _dualgnn, "freedom": _freedom, "lightgcn": _lightgcn, "mgcn": _mgcn, "mmgcn": _mmgcn, "vbpr": _vbpr,
+    "dualgnn": _dualgnn, "freedom": _freedom, "lightgcn": _lightgcn, "mgcn": _mgcn, "mmgcn": _mmgcn, "soil": _soil,
+    "vbpr": _vbpr,
 }
 
 #: Backbones that read no item features: their datasets may lack feature files.
