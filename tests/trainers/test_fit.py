@@ -19,7 +19,8 @@ def _per_user(user_items):
     return [user_items.items_of(u).tolist() for u in range(user_items.n_users)]
 
 
-@pytest.mark.parametrize("backbone, mrdib", [("vbpr", False), ("vbpr", True), ("mgcn", True), ("freedom", True), ("mmgcn", True)])
+@pytest.mark.parametrize("backbone, mrdib", [("vbpr", False), ("vbpr", True), ("mgcn", True), ("freedom", True), ("mmgcn", True),
+                                            ("soil", True)])
 def test_fit_writes_a_run_whose_test_metrics_match_the_best_checkpoint(tiny_folder, tmp_path, backbone, mrdib):
     run_dir = tmp_path / "run"
     argv = ["--data-dir", str(tiny_folder), "--backbone", backbone, "--epochs", "4", "--patience", "2",

@@ -44,8 +44,22 @@ def test_mmgcn_runs_mmrecs_three_layers_and_the_other_graph_backbones_two():
     assert RunConfig(backbone="mmgcn", n_layers=1).n_layers == 1
 
 
-def test_only_mgcn_decays_its_learning_rate_by_default_as_in_mmrecs_configs():
-    assert RunConfig(backbone="mgcn").lr_decay == 0.96
+def test_mgcn_and_soil_decay_their_learning_rate_by_default_as_in_their_configs():
+    assert RunConfig(backbone="mgcn").lr_decay == RunConfig(backbone="soil").lr_decay == 0.96
     assert all(RunConfig(backbone=b).lr_decay == 1.0 for b in ("vbpr", "lightgcn", "freedom", "mmgcn", "dualgnn"))
     with pytest.raises(ValueError, match="lr_decay"):
         RunConfig(lr_decay=0.0)
+
+
+def test_soil_takes_its_authors_per_dataset_graph_settings_frozen_features_and_no_regularizer():
+    assert (RunConfig(backbone="soil", dataset="sports").interest_k, RunConfig(backbone="soil", dataset="sports").second_order_k) == (5, 6)
+    clothing = RunConfig(backbone="soil", data_dir="/somewhere/clothing")
+    assert (clothing.interest_k, clothing.second_order_k) == (5, 3)
+    assert (RunConfig(backbone="soil", dataset="tiktok").interest_k, RunConfig(backbone="soil", dataset="tiktok").second_order_k) == (10, 2)
+    assert RunConfig(backbone="soil", dataset="sports", interest_k=7).interest_k == 7
+    soil = RunConfig(backbone="soil")
+    assert soil.fine_tune_features is False and soil.reg_weight == 0.0 and soil.user_item_cl_weight == 0.01
+    assert RunConfig(backbone="mgcn").fine_tune_features is True
+    assert RunConfig(backbone="soil", fine_tune_features=True).fine_tune_features is True
+    with pytest.raises(ValueError, match="interest_k"):
+        RunConfig(backbone="soil", interest_k=0)

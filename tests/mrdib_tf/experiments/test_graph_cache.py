@@ -88,3 +88,24 @@ def test_mgcn_from_the_tooling_uses_the_cached_graphs(tmp_path, monkeypatch):
             np.testing.assert_array_equal(table.numpy(), reference)
         np.testing.assert_array_equal(first.item_graphs[m][2].numpy(), second.item_graphs[m][2].numpy())
     assert graph_module.knn_item_graph is knn_item_graph  # the library's builder itself was not patched
+
+
+def test_soils_graphs_are_built_once_and_rebuilt_when_the_training_pairs_change(tmp_path, monkeypatch):
+    from mrdib_tf.backbones.soil import soil_graphs
+
+    rng = np.random.default_rng(3)
+    features = {"image": np.abs(_features(1)), "text": _features(2)}
+    users, items = rng.integers(0, 30, 200), rng.integers(0, 40, 200)
+    builds = []
+    monkeypatch.setattr(graph_cache, "soil_graphs", lambda *args: builds.append(1) or soil_graphs(*args))
+    first = graph_cache.cached_soil_graphs(features, users, items, 30, 40, 5, 3, 2, tmp_path)
+    second = graph_cache.cached_soil_graphs(features, users, items, 30, 40, 5, 3, 2, tmp_path)
+    assert builds == [1] and set(first) == {"item_image", "item_text", "user_item", "users_from_items"}
+    want = soil_graphs(features, users, items, 30, 40, 5, 3, 2)
+    for name in want:
+        _same(second[name], want[name])
+        _same(first[name], want[name])
+    items[0] = (items[0] + 1) % 40
+    changed = graph_cache.cached_soil_graphs(features, users, items, 30, 40, 5, 3, 2, tmp_path)
+    assert builds == [1, 1]
+    _same(changed["user_item"], soil_graphs(features, users, items, 30, 40, 5, 3, 2)["user_item"])
