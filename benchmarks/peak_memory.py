@@ -8,6 +8,7 @@ The increments say where the memory goes.
 
     python benchmarks/peak_memory.py                                   # sports and clothing, VBPR and MGCN
     python benchmarks/peak_memory.py --datasets sports --backbones vbpr --mrdib off
+    python benchmarks/peak_memory.py --datasets sports --backbones mgcn --mrdib off --features both  # fine-tuned vs frozen
 
 The Amazon datasets are the real MMRec interaction graphs shipped in data/ with RANDOM features of the
 real shapes (image 4096-d, text 384-d, float32), because their feature files are not available here:
@@ -17,6 +18,7 @@ memory depends on the shapes, not the values.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -28,7 +30,7 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def child(dataset_name: str, backbone: str, mrdib: bool, phase: str) -> None:
+def child(dataset_name: str, backbone: str, mrdib: bool, phase: str, fine_tune: bool | None) -> None:
     """Runs one measurement and prints `{stage: peak MiB}` as JSON on the last line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,7 +49,7 @@ def child(dataset_name: str, backbone: str, mrdib: bool, phase: str) -> None:
 
     dataset = load(dataset_name)
     peaks["data"] = peak_mib()
-    config = RunConfig(backbone=backbone, mrdib=mrdib)
+    config = RunConfig(backbone=backbone, mrdib=mrdib, fine_tune_features=fine_tune)
     keras.utils.set_random_seed(config.seed)
     model = build_recommender(dataset, config)
     steps = dataset.steps_per_epoch(config.batch_size)
@@ -65,8 +67,8 @@ def child(dataset_name: str, backbone: str, mrdib: bool, phase: str) -> None:
     print(json.dumps({"peaks": peaks, "features_mib": feature_mib}))
 
 
-def measure(dataset: str, backbone: str, mrdib: bool, phase: str) -> dict:
-    command = [sys.executable, __file__, "--child", dataset, backbone, "on" if mrdib else "off", phase]
+def measure(dataset: str, backbone: str, mrdib: bool, phase: str, features: str) -> dict:
+    command = [sys.executable, __file__, "--child", dataset, backbone, "on" if mrdib else "off", phase, features]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -79,25 +81,28 @@ def main() -> None:
     parser.add_argument("--backbones", default="vbpr,mgcn")
     parser.add_argument("--mrdib", choices=("off", "on", "both"), default="both")
     parser.add_argument("--phases", default="train,eval")
-    parser.add_argument("--child", nargs=4, metavar=("DATASET", "BACKBONE", "MRDIB", "PHASE"), help=argparse.SUPPRESS)
+    parser.add_argument("--features", choices=("default", "tuned", "frozen", "both"), default="default",
+                        help="feature tables fine-tuned or frozen (default: each backbone's own; both: one row each)")
+    parser.add_argument("--child", nargs=5, metavar=("DATASET", "BACKBONE", "MRDIB", "PHASE", "FEATURES"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        dataset, backbone, mrdib, phase = args.child
-        child(dataset, backbone, mrdib == "on", phase)
+        dataset, backbone, mrdib, phase, features = args.child
+        child(dataset, backbone, mrdib == "on", phase, {"default": None, "tuned": True, "frozen": False}[features])
         return
     switches = {"off": [False], "on": [True], "both": [False, True]}[args.mrdib]
+    feature_modes = ["tuned", "frozen"] if args.features == "both" else [args.features]
     print("peak resident memory (MiB), a fresh process per row; each column is the high-water mark after that stage")
-    print(f"{'dataset':<9} {'backbone':<14} {'phase':<6} {'TF':>6} {'+data':>7} {'+model':>7} {'peak':>7}  features")
+    print(f"{'dataset':<9} {'backbone':<23} {'phase':<6} {'TF':>6} {'+data':>7} {'+model':>7} {'peak':>7}  features")
     for dataset in args.datasets.split(","):
         for backbone in args.backbones.split(","):
-            for mrdib in switches:
-                for phase in args.phases.split(","):
-                    result = measure(dataset, backbone, mrdib, phase)
-                    p = result["peaks"]
-                    label = backbone + (" + MRdIB" if mrdib else " bare")
-                    print(f"{dataset:<9} {label:<14} {phase:<6} {p['tensorflow']:6.0f} {p['data']:7.0f} "
-                          f"{p['model']:7.0f} {p['phase']:7.0f}  {result['features_mib']:.0f} MiB "
-                          f"(RANDOM, real shapes)", flush=True)
+            for mrdib, features, phase in itertools.product(switches, feature_modes, args.phases.split(",")):
+                result = measure(dataset, backbone, mrdib, phase, features)
+                p = result["peaks"]
+                label = backbone + (" + MRdIB" if mrdib else " bare") + ("" if features == "default" else f" {features}")
+                print(f"{dataset:<9} {label:<23} {phase:<6} {p['tensorflow']:6.0f} {p['data']:7.0f} "
+                      f"{p['model']:7.0f} {p['phase']:7.0f}  {result['features_mib']:.0f} MiB "
+                      f"(RANDOM, real shapes)", flush=True)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ VARIANTS = [
     ("mgcn  fit  bare", "mgcn", "fit", {"mrdib": False}),
     ("mgcn  fit1 bare", "mgcn", "fit", {"mrdib": False, "steps_per_execution": 1}),
     ("mgcn  loop bare", "mgcn", "loop", {"mrdib": False}),
+    ("mgcn  fit  bare frozen", "mgcn", "fit", {"mrdib": False, "fine_tune_features": False}),
     ("mgcn  fit  mrdib", "mgcn", "fit", {"mrdib": True}),
     ("mgcn  fit  mrdib alpha_kl=0", "mgcn", "fit", {"mrdib": True, "alpha_kl": 0.0}),
     ("freedom fit bare", "freedom", "fit", {"mrdib": False}),
