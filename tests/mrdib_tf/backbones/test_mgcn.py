@@ -149,21 +149,26 @@ def test_training_losses_match_mmrecs_formulas():
                                                       "neg_item": tf.constant(neg)})) == {"ranking", "l2"}
 
 
-def test_mrdib_wraps_mgcn_and_one_compiled_step_trains_every_variable():
-    model = Recommender(_model(), MRdIBRegularizer(["image", "text"], n_users=N_USERS, seed=0))
+def _wrapped_step(backbone):
+    """`backbone` wrapped by MRdIB: (the model, the loss terms of one XLA-compiled step, their gradients)."""
+    model = Recommender(backbone, MRdIBRegularizer(["image", "text"], n_users=N_USERS, seed=0))
     model.build()
     batch = {k: tf.constant(v) for k, v in
              {"user": [0, 2, 4, 1], "pos_item": [1, 5, 0, 1], "neg_item": [3, 3, 2, 4]}.items()}
-    variables = model.trainable_variables
 
     @tf.function(jit_compile=True)
     def gradients():
         with tf.GradientTape() as tape:
             terms = model(batch, training=True)
             loss = model.compute_loss(y_pred=terms)
-        return terms, tape.gradient(loss, variables)
+        return terms, tape.gradient(loss, model.trainable_variables)
 
-    terms, grads = gradients()
+    return (model, *gradients())
+
+
+def test_mrdib_wraps_mgcn_and_one_compiled_step_trains_every_variable():
+    model, terms, grads = _wrapped_step(_model())
+    variables = model.trainable_variables
     assert set(terms) == {"ranking", "l2", "contrastive"}
     assert {m.name for m in model.regularizer.metrics} == {"kl", "mi_estimate", "unique"}
     assert all(g is not None and np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)

@@ -8,9 +8,9 @@ import tensorflow as tf
 from mrdib_tf.backbones import SOIL
 from mrdib_tf.backbones.interest_graphs import WEIGHT_FLOOR, interest_item_graphs, second_order_graphs
 from mrdib_tf.backbones.soil import soil_graphs
-from mrdib_tf.recommender import Recommender
-from mrdib_tf.regularizer import MRdIBRegularizer
-from tests.mrdib_tf.backbones.test_mgcn import _dense, _info_nce, _knn_reference, _mgcn_reference
+from tests.mrdib_tf.backbones.test_mgcn import (
+    _dense, _info_nce, _knn_reference, _mgcn_reference, _wrapped_step,
+)
 
 USERS = np.array([0, 0, 1, 2, 2, 3, 4, 4, 4, 4, 1])  # the last pair repeats one: it counts once
 ITEMS = np.array([0, 1, 1, 2, 5, 3, 0, 4, 5, 6, 1])
@@ -174,21 +174,10 @@ def test_prebuilt_graphs_give_the_same_model_and_wrong_ones_are_refused():
 
 
 def test_mrdib_wraps_soil_and_a_compiled_step_trains_all_but_the_frozen_features():
-    model = Recommender(_model(), MRdIBRegularizer(["image", "text"], n_users=N_USERS, seed=0))
-    model.build()
-    batch = {k: tf.constant(v) for k, v in
-             {"user": [0, 2, 4, 1], "pos_item": [1, 5, 0, 1], "neg_item": [3, 3, 2, 4]}.items()}
+    model, terms, grads = _wrapped_step(_model())
     variables = model.trainable_variables
     assert not any("features" in v.path for v in variables)  # frozen, as the authors load them
-
-    @tf.function(jit_compile=True)
-    def gradients():
-        with tf.GradientTape() as tape:
-            terms = model(batch, training=True)
-            loss = model.compute_loss(y_pred=terms)
-        return terms, tape.gradient(loss, variables)
-
-    terms, grads = gradients()
     assert {"ranking", "contrastive", "user_item_contrastive"} <= set(terms)
     assert all(g is not None and np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
-    assert any(np.abs(tf.convert_to_tensor(g).numpy()).sum() > 0 for g, v in zip(grads, variables) if "bottleneck_image" in v.path)
+    assert any(np.abs(tf.convert_to_tensor(g).numpy()).sum() > 0 for g, v in zip(grads, variables)
+               if "bottleneck_image" in v.path)
