@@ -25,7 +25,7 @@ from mrdib_tf.experiments.run_folder import atomic_target
 
 logger = logging.getLogger(__name__)
 GRAPH_FOLDER = "graphs"
-_FORMAT = b"graphs-v2"  # mixed into the digest: a change of a graph's definition gets new files
+_FORMAT = b"graphs-v3"  # mixed into the digest: a change of a graph's definition gets new files
 _FIELDS = ("rows", "cols", "weights", "n_nodes")
 
 

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from mrdib_tf.backbones import SOIL
+from mrdib_tf.backbones.graph import NormalizedGraph
 from mrdib_tf.backbones.interest_graphs import WEIGHT_FLOOR, interest_item_graphs, second_order_graphs
 from mrdib_tf.backbones.soil import soil_graphs
 from tests.mrdib_tf.backbones.test_mgcn import (
@@ -96,6 +97,17 @@ def test_second_order_links_each_user_to_its_own_items_and_extra_k_more():
     for u, own in _histories().items():
         assert linked[u, own].all()  # p(i, i) = 1 is the largest product
         assert len(own) <= linked[u].sum() <= len(own) + 2
+
+
+def test_adding_graphs_merges_their_shared_edges_and_sums_the_matrices():
+    bipartite, users_from_items = second_order_graphs(_features(), USERS, ITEMS, N_USERS, N_ITEMS, 1)
+    first = NormalizedGraph.from_interactions(USERS, ITEMS, N_USERS, N_ITEMS)
+    for a, b, shape in ((first, bipartite, (N_USERS + N_ITEMS,) * 2),
+                        (first.users_from_items(N_USERS), users_from_items, (N_USERS, N_ITEMS))):
+        total = a.plus(b, 0.5)
+        np.testing.assert_allclose(_dense(total, *shape), _dense(a, *shape) + 0.5 * _dense(b, *shape), rtol=1e-6)
+        pairs = np.stack([total.rows, total.cols], axis=1)
+        assert len(np.unique(pairs, axis=0)) == len(pairs) < len(a.rows) + len(b.rows)
 
 
 def test_graph_settings_are_checked():
