@@ -124,17 +124,16 @@ def second_order_graphs(
     n_items: int,
     extra_k: int,
     chunk_rows: int = 1024,
-) -> tuple[NormalizedGraph, NormalizedGraph]:
+) -> NormalizedGraph:
     """The second-order interactions: each user linked to the items most similar to its own in every modality.
 
     With p(i, j) = prod_m s_m(i, j), user u (training items H_u) keeps the K = |H_u| + `extra_k`
     largest entries p(i, j) over i in H_u and all j (its own items come first, p(i, i) = 1, then the
     `extra_k` best others), and links to each kept j with weight p(i, j), summed where several i pick
-    the same j. Returns `(bipartite, users_from_items)`: the symmetric graph over users + items
-    (ids as `NormalizedGraph.from_interactions`), and its user <- item block normalized with the
-    user and item row sums of the links.
+    the same j. Returns the symmetric graph over users + items (ids as
+    `NormalizedGraph.from_interactions`), normalized with the user and item row sums of the links.
 
-    The authors normalize that block's item side with the row sum of the *user* whose id equals the
+    The authors normalize its user <- item block's item side with the row sum of the *user* whose id equals the
     item's (an index slip that only runs where there are more users than items); this uses the item's own.
     """
     if extra_k < 0:
@@ -163,9 +162,5 @@ def second_order_graphs(
     link_user, link_item = np.divmod(keys, n_items)
 
     item_nodes = link_item + n_users
-    bipartite = normalized_edges(np.concatenate([link_user, item_nodes]), np.concatenate([item_nodes, link_user]),
-                                 np.concatenate([weight, weight]), n_users + n_items)
-    block = bipartite.rows < n_users
-    users_from_items = NormalizedGraph(bipartite.rows[block], bipartite.cols[block] - n_users,
-                                       bipartite.weights[block], n_users)
-    return bipartite, users_from_items
+    return normalized_edges(np.concatenate([link_user, item_nodes]), np.concatenate([item_nodes, link_user]),
+                            np.concatenate([weight, weight]), n_users + n_items)

@@ -51,9 +51,9 @@ class MGCN(Backbone):
         trainable_features: fine-tune the raw feature tables (MMRec) or keep them as they are.
         item_graphs: the k-NN graphs by modality, prebuilt (say, read from a cache) as
             `knn_item_graph(features[m], knn_k)` would build them; built here when None.
-        user_item_graphs: `(bipartite, users_from_items)`, the graph of the user-item view and the user
-            <- item block users aggregate item views with; from the training pairs when None (SOIL
-            passes its second-order augmented ones).
+        user_item_graph: the bipartite graph of the user-item view, whose user <- item block users
+            aggregate the item views over; from the training pairs when None (SOIL passes its
+            second-order augmented one).
     """
 
     #: Whether each modality's remainder is gated by the user-item view (MGCN's behavior-aware fuser).
@@ -79,7 +79,7 @@ class MGCN(Backbone):
         placement: str = "views",
         trainable_features: bool = True,
         item_graphs: Mapping[str, NormalizedGraph] | None = None,
-        user_item_graphs: tuple[NormalizedGraph, NormalizedGraph] | None = None,
+        user_item_graph: NormalizedGraph | None = None,
         **kwargs,
     ):
         super().__init__(n_users, n_items, reg_weight, **kwargs)
@@ -102,15 +102,13 @@ class MGCN(Backbone):
         self.cl_weight = cl_weight
         self.temperature = temperature
 
-        if user_item_graphs is None:
-            interactions = NormalizedGraph.from_interactions(train_users, train_items, n_users, n_items)
-            user_item_graphs = (interactions, interactions.users_from_items(n_users))
-        bipartite, users_from_items = user_item_graphs
-        if bipartite.n_nodes != n_users + n_items or users_from_items.n_nodes != n_users:
-            raise ValueError(f"user_item_graphs must span {n_users} users and {n_items} items, got graphs of "
-                             f"{bipartite.n_nodes} and {users_from_items.n_nodes} receivers.")
-        self.interactions = self._graph_tables("interactions", bipartite)
-        self.users_from_items = self._graph_tables("users_from_items", users_from_items)
+        if user_item_graph is None:
+            user_item_graph = NormalizedGraph.from_interactions(train_users, train_items, n_users, n_items)
+        if user_item_graph.n_nodes != n_users + n_items:
+            raise ValueError(f"user_item_graph must span {n_users} users + {n_items} items, got "
+                             f"{user_item_graph.n_nodes} nodes.")
+        self.interactions = self._graph_tables("interactions", user_item_graph)
+        self.users_from_items = self._graph_tables("users_from_items", user_item_graph.users_from_items(n_users))
         if item_graphs is None:
             item_graphs = {m: knn_item_graph(np.asarray(features[m], np.float32), knn_k) for m in self.modalities}
         if sorted(item_graphs) != list(self.modalities) or any(g.n_nodes != n_items for g in item_graphs.values()):

@@ -25,22 +25,21 @@ def soil_graphs(
     second_order_k: int = 2,
     knn_graphs: Mapping[str, NormalizedGraph] | None = None,
 ) -> dict[str, NormalizedGraph]:
-    """Every graph SOIL propagates over, by name: `item_<m>` per modality, `user_item`, `users_from_items`.
+    """Every graph SOIL propagates over, by name: `item_<m>` per modality and `user_item`.
 
     - item_<m>: the interest graph of modality m plus its weighted k-NN graph (each normalized alone).
-    - user_item: the normalized interaction graph plus half the normalized second-order graph;
-      users_from_items: their user <- item blocks, summed the same way.
+    - user_item: the normalized interaction graph plus half the normalized second-order graph (its user
+      <- item block is what users aggregate the item views over).
     `knn_graphs`: the k-NN graphs, prebuilt (say, from a cache) as `knn_item_graph(features[m], knn_k)`.
     """
     modalities = sorted(features)
     if knn_graphs is None:
         knn_graphs = {m: knn_item_graph(np.asarray(features[m], np.float32), knn_k) for m in modalities}
     interest = interest_item_graphs(features, users, items, n_users, n_items, interest_k)
-    second_order, second_order_users = second_order_graphs(features, users, items, n_users, n_items, second_order_k)
+    second_order = second_order_graphs(features, users, items, n_users, n_items, second_order_k)
     interactions = NormalizedGraph.from_interactions(users, items, n_users, n_items)
     graphs = {f"item_{m}": interest[m].plus(knn_graphs[m]) for m in modalities}
     graphs["user_item"] = interactions.plus(second_order, 0.5)
-    graphs["users_from_items"] = interactions.users_from_items(n_users).plus(second_order_users, 0.5)
     return graphs
 
 
@@ -93,13 +92,13 @@ class SOIL(MGCN):
         if graphs is None:
             graphs = soil_graphs(features, train_users, train_items, n_users, n_items, knn_k, interest_k,
                                  second_order_k)
-        expected = {f"item_{m}" for m in features} | {"user_item", "users_from_items"}
+        expected = {f"item_{m}" for m in features} | {"user_item"}
         if set(graphs) != expected:
             raise ValueError(f"SOIL's graphs must be {sorted(expected)}, got {sorted(graphs)}.")
         super().__init__(
             n_users, n_items, train_users, train_items, features, knn_k=knn_k, reg_weight=reg_weight,
             trainable_features=trainable_features, item_graphs={m: graphs[f"item_{m}"] for m in features},
-            user_item_graphs=(graphs["user_item"], graphs["users_from_items"]), **kwargs,
+            user_item_graph=graphs["user_item"], **kwargs,
         )
         self.user_item_cl_weight = user_item_cl_weight
         if user_item_cl_weight > 0:

@@ -25,7 +25,7 @@ from mrdib_tf.experiments.run_folder import atomic_target
 
 logger = logging.getLogger(__name__)
 GRAPH_FOLDER = "graphs"
-_FORMAT = b"graphs-v3"  # mixed into the digest: a change of a graph's definition gets new files
+_FORMAT = b"graphs-v4"  # mixed into the digest: a change of a graph's definition gets new files
 _FIELDS = ("rows", "cols", "weights", "n_nodes")
 
 
@@ -102,7 +102,7 @@ def cached_soil_graphs(
     modalities = sorted(features)
     arrays = [np.asarray(features[m]) for m in modalities] + [np.asarray(users), np.asarray(items)]
     digest = input_digest(arrays, f"soil|{modalities}|{n_users}|{n_items}|{knn_k}|{interest_k}|{second_order_k}")
-    sizes = {f"item_{m}": n_items for m in modalities} | {"user_item": n_users + n_items, "users_from_items": n_users}
+    sizes = {f"item_{m}": n_items for m in modalities} | {"user_item": n_users + n_items}
 
     def build() -> dict[str, NormalizedGraph]:
         knn = {m: cached_knn_graph(np.asarray(features[m], np.float32), knn_k, folder, m) for m in modalities}

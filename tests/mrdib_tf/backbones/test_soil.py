@@ -83,16 +83,16 @@ def test_interest_graphs_match_the_authors_per_user_construction():
 def test_second_order_graph_matches_the_authors_per_user_construction():
     features = _features()
     for extra in (0, 1, 3):
-        bipartite, users_from_items = second_order_graphs(features, USERS, ITEMS, N_USERS, N_ITEMS, extra, chunk_rows=3)
+        bipartite = second_order_graphs(features, USERS, ITEMS, N_USERS, N_ITEMS, extra, chunk_rows=3)
         want = _second_order_reference(features, extra)
         np.testing.assert_allclose(_dense(bipartite, N_USERS + N_ITEMS, N_USERS + N_ITEMS), want, rtol=1e-5, atol=1e-8)
-        np.testing.assert_allclose(_dense(users_from_items, N_USERS, N_ITEMS), want[:N_USERS, N_USERS:],
+        np.testing.assert_allclose(_dense(bipartite.users_from_items(N_USERS), N_USERS, N_ITEMS), want[:N_USERS, N_USERS:],
                                    rtol=1e-5, atol=1e-8)
 
 
 def test_second_order_links_each_user_to_its_own_items_and_extra_k_more():
     features = _features()
-    bipartite, _ = second_order_graphs(features, USERS, ITEMS, N_USERS, N_ITEMS, 2)
+    bipartite = second_order_graphs(features, USERS, ITEMS, N_USERS, N_ITEMS, 2)
     linked = _dense(bipartite, N_USERS + N_ITEMS, N_USERS + N_ITEMS)[:N_USERS, N_USERS:] > 0
     for u, own in _histories().items():
         assert linked[u, own].all()  # p(i, i) = 1 is the largest product
@@ -100,10 +100,10 @@ def test_second_order_links_each_user_to_its_own_items_and_extra_k_more():
 
 
 def test_adding_graphs_merges_their_shared_edges_and_sums_the_matrices():
-    bipartite, users_from_items = second_order_graphs(_features(), USERS, ITEMS, N_USERS, N_ITEMS, 1)
+    bipartite = second_order_graphs(_features(), USERS, ITEMS, N_USERS, N_ITEMS, 1)
     first = NormalizedGraph.from_interactions(USERS, ITEMS, N_USERS, N_ITEMS)
     for a, b, shape in ((first, bipartite, (N_USERS + N_ITEMS,) * 2),
-                        (first.users_from_items(N_USERS), users_from_items, (N_USERS, N_ITEMS))):
+                        (first.users_from_items(N_USERS), bipartite.users_from_items(N_USERS), (N_USERS, N_ITEMS))):
         total = a.plus(b, 0.5)
         np.testing.assert_allclose(_dense(total, *shape), _dense(a, *shape) + 0.5 * _dense(b, *shape), rtol=1e-6)
         pairs = np.stack([total.rows, total.cols], axis=1)

@@ -100,7 +100,7 @@ def test_soils_graphs_are_built_once_and_rebuilt_when_the_training_pairs_change(
     monkeypatch.setattr(graph_cache, "soil_graphs", lambda *args: builds.append(1) or soil_graphs(*args))
     first = graph_cache.cached_soil_graphs(features, users, items, 30, 40, 5, 3, 2, tmp_path)
     second = graph_cache.cached_soil_graphs(features, users, items, 30, 40, 5, 3, 2, tmp_path)
-    assert builds == [1] and set(first) == {"item_image", "item_text", "user_item", "users_from_items"}
+    assert builds == [1] and set(first) == {"item_image", "item_text", "user_item"}
     want = soil_graphs(features, users, items, 30, 40, 5, 3, 2)
     for name in want:
         _same(second[name], want[name])
