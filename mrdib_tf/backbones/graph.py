@@ -77,6 +77,20 @@ def mean_over_layers(embeddings: tf.Tensor, graph_tables: tuple, n_layers: int) 
     return total / float(n_layers + 1)
 
 
+def row_normalized(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_nodes: int, floor: float | None = None
+) -> NormalizedGraph:
+    """Edges `rows <- cols` weighing d_r^-1/2 v d_c^-1/2, d the row sums of `values` (a factor 0 where a
+    row sum is not positive); `floor`: weights below it are raised to it (SOIL's authors floor at 1e-7)."""
+    degree = np.bincount(rows, weights=values, minlength=n_nodes)
+    inv_sqrt = np.zeros_like(degree)
+    np.power(degree, -0.5, out=inv_sqrt, where=degree > 0)
+    weights = inv_sqrt[rows] * values * inv_sqrt[cols]
+    if floor is not None:
+        weights = np.maximum(weights, floor)
+    return NormalizedGraph(rows.astype(np.int32), cols.astype(np.int32), weights.astype(np.float32), n_nodes)
+
+
 def unit_rows(features: np.ndarray) -> np.ndarray:
     """`features` with each row scaled to unit length (float32); an all-zero row stays zero."""
     norms = np.linalg.norm(features, axis=1, keepdims=True)
@@ -119,11 +133,7 @@ def knn_item_graph(features: np.ndarray, k: int, weighted: bool = True, chunk_ro
     if not weighted:
         weights = np.full(rows.shape, 1.0 / k, dtype=np.float32)
         return NormalizedGraph(rows.astype(np.int32), cols.astype(np.int32), weights, n_items)
-    degree = similarities.sum(axis=1, dtype=np.float64)
-    inv_sqrt = np.zeros_like(degree)
-    np.power(degree, -0.5, out=inv_sqrt, where=degree > 0)
-    weights = (inv_sqrt[rows] * similarities.ravel() * inv_sqrt[cols]).astype(np.float32)
-    return NormalizedGraph(rows.astype(np.int32), cols.astype(np.int32), weights, n_items)
+    return row_normalized(rows, cols, similarities.ravel(), n_items)
 
 
 def degree_sensitive_pruning(
@@ -148,6 +158,12 @@ def degree_sensitive_pruning(
     return NormalizedGraph.from_interactions(users[kept], items[kept], n_users, n_items)
 
 
+def user_histories(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """The unique (user, item) pairs sorted by user, and each user's first row in them (`[n_users + 1]`)."""
+    pairs = np.unique(np.stack([users, items], axis=1).astype(np.int64), axis=0)
+    return pairs, np.searchsorted(pairs[:, 0], np.arange(n_users + 1))
+
+
 def cooccurrence_neighbours(
     users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, k: int, chunk_users: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -162,11 +178,10 @@ def cooccurrence_neighbours(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
-    pairs = np.unique(np.stack([users, items], axis=1).astype(np.int64), axis=0)  # sorted by user
+    pairs, user_start = user_histories(users, items, n_users)
     by_item = pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))]
     item_start = np.searchsorted(by_item[:, 1], np.arange(n_items))
     item_degree = np.bincount(pairs[:, 1], minlength=n_items)
-    user_start = np.searchsorted(pairs[:, 0], np.arange(n_users + 1))
     neighbours = np.zeros((n_users, k), dtype=np.int64)
     counts = np.zeros((n_users, k), dtype=np.int64)
     for first in range(0, n_users, chunk_users):

@@ -16,25 +16,10 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from mrdib_tf.backbones.graph import NormalizedGraph, unit_rows
+from mrdib_tf.backbones.graph import NormalizedGraph, row_normalized, unit_rows, user_histories
 
 #: The authors' floor on a normalized edge weight (their `masked_fill_(edge_weight <= 1e-7, 1e-7)`).
 WEIGHT_FLOOR = 1e-7
-
-
-def normalized_edges(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_nodes: int) -> NormalizedGraph:
-    """Edges `rows <- cols` with `values`, normalized by the row sums and floored (see the module)."""
-    degree = np.bincount(rows, weights=values, minlength=n_nodes)
-    inv_sqrt = np.zeros_like(degree)
-    np.power(degree, -0.5, out=inv_sqrt, where=degree > 0)
-    weights = np.maximum(inv_sqrt[rows] * values * inv_sqrt[cols], WEIGHT_FLOOR)
-    return NormalizedGraph(rows.astype(np.int32), cols.astype(np.int32), weights.astype(np.float32), n_nodes)
-
-
-def _histories(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """The unique training pairs sorted by user, and each user's first row in them (`[n_users + 1]`)."""
-    pairs = np.unique(np.stack([users, items], axis=1).astype(np.int64), axis=0)
-    return pairs, np.searchsorted(pairs[:, 0], np.arange(n_users + 1))
 
 
 def interest_item_graphs(
@@ -61,7 +46,7 @@ def interest_item_graphs(
     """
     if interest_k < 1 or interest_k > n_items:
         raise ValueError(f"interest_k must be in [1, n_items={n_items}], got {interest_k}.")
-    pairs, starts = _histories(users, items, n_users)
+    pairs, starts = user_histories(users, items, n_users)
     history = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])), shape=(n_users, n_items))
     units = {m: unit_rows(np.asarray(f, np.float32)) for m, f in sorted(features.items())}
 
@@ -87,7 +72,8 @@ def interest_item_graphs(
             for s in range(0, len(rows), chunk_pairs)
         ])
         kept = similarity > 0  # the authors keep the non-zero entries; see the docstring for negatives
-        graphs[m] = normalized_edges(rows[kept], cols[kept], counts[kept] * similarity[kept].astype(np.float64), n_items)
+        graphs[m] = row_normalized(rows[kept], cols[kept], counts[kept] * similarity[kept].astype(np.float64), n_items,
+                                   WEIGHT_FLOOR)
     return graphs
 
 
@@ -138,7 +124,7 @@ def second_order_graphs(
     """
     if extra_k < 0:
         raise ValueError(f"extra_k must be >= 0, got {extra_k}.")
-    pairs, starts = _histories(users, items, n_users)
+    pairs, starts = user_histories(users, items, n_users)
     sizes = np.diff(starts)
     if sizes.max() + extra_k > n_items:
         raise ValueError(f"extra_k={extra_k} plus the longest history ({sizes.max()}) exceeds n_items={n_items}.")
@@ -162,5 +148,5 @@ def second_order_graphs(
     link_user, link_item = np.divmod(keys, n_items)
 
     item_nodes = link_item + n_users
-    return normalized_edges(np.concatenate([link_user, item_nodes]), np.concatenate([item_nodes, link_user]),
-                            np.concatenate([weight, weight]), n_users + n_items)
+    return row_normalized(np.concatenate([link_user, item_nodes]), np.concatenate([item_nodes, link_user]),
+                          np.concatenate([weight, weight]), n_users + n_items, WEIGHT_FLOOR)
