@@ -40,11 +40,13 @@ def half_squared_norm_loss(*embeddings: tf.Tensor, batch_size: int | None = None
     """Half the sum of squared entries of the tensors, divided by `batch_size` (MGCN's regularizer in MMRec).
 
     MMRec's MGCN divides by the configured training batch size, not the rows at hand; None divides by
-    the rows of the last tensor.
+    the rows of the last tensor. Under a strategy of R replicas a configured size is the global batch's,
+    so each replica divides by its 1/R share of it.
     """
     total = tf.add_n([tf.reduce_sum(tf.square(embedding)) for embedding in embeddings]) / 2.0
-    rows = tf.shape(embeddings[-1])[0] if batch_size is None else batch_size
-    return total / tf.cast(rows, total.dtype)
+    if batch_size is None:
+        return total / tf.cast(tf.shape(embeddings[-1])[0], total.dtype)
+    return total * (tf.distribute.get_strategy().num_replicas_in_sync / batch_size)
 
 
 def info_nce(anchors: tf.Tensor, positives: tf.Tensor, temperature: float) -> tf.Tensor:

@@ -49,6 +49,8 @@ class Recommender(keras.Model):
                 )
         self.backbone = backbone
         self.regularizer = regularizer
+        if regularizer is not None:
+            regularizer.critic_step_in_call = False  # `train_step` runs it, after the model's update
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in backbone.loss_terms}
 
     def call(self, inputs: Mapping[str, tf.Tensor] | None = None, training: bool = False):
@@ -64,11 +66,30 @@ class Recommender(keras.Model):
                 )
         return self.backbone.training_losses(inputs, encode, training=True)
 
+    def train_step(self, data) -> dict[str, tf.Tensor]:
+        """Keras' step, then MRdIB's critics' own step on the codes it drew.
+
+        Across workers each log is returned as a [1] vector: Keras averages the logs over workers along
+        axis 0, which a scalar lacks (Keras 3.15 fails on every scalar log there).
+        """
+        logs = super().train_step(data)
+        if self.regularizer is not None and self.regularizer.pairs and not self.regularizer.critic_step_in_call:
+            self.regularizer.train_critics()
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training: bool = True) -> tf.Tensor:
-        """The sum of the backbone's terms (`y_pred`, from `call`) and of the layers' added losses (MRdIB)."""
+        """The sum of the backbone's terms (`y_pred`, from `call`) and of the layers' added losses (MRdIB).
+
+        Under a strategy of R replicas each replica's share is 1/R of it: their gradients are summed, so
+        the step is that of the mean over replicas (the whole batch's mean when the replicas' shares of
+        it are equal), as Keras scales its own losses.
+        """
         for name, value in y_pred.items():
             self.term_trackers[name].update_state(value)
-        return tf.add_n(list(y_pred.values()) + list(self.losses))
+        total = tf.add_n(list(y_pred.values()) + list(self.losses))
+        return total / tf.distribute.get_strategy().num_replicas_in_sync
 
     def final_embeddings(self) -> tuple[tf.Tensor, tf.Tensor]:
         """Inference-path `(user_embeddings, item_embeddings)`: MRdIB contributes posterior means."""
@@ -76,6 +97,13 @@ class Recommender(keras.Model):
         if self.regularizer is not None:
             representations = self.regularizer(representations)
         return self.backbone.embeddings(representations)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None) -> None:
+        """Builds the optimizer only, as `build()` creates every other variable. (Keras' own version first
+        averages a distributed batch to trace on, which fails on dict batches across workers.)"""
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def build(self, input_shape=None) -> None:
         """Creates every variable (the regularizer's from the representations' widths) with one inference pass."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -172,6 +173,9 @@ class MRdIBRegularizer(keras.layers.Layer):
         self.seed = seed
         self._stream_seed = seed if seed is not None else random.randrange(2**31)
         self.step_counter = keras.random.SeedGenerator(0)  # only its step component is used
+        #: False: the critics' step waits for `train_critics` (called after the model's update).
+        self.critic_step_in_call = True
+        self._critic_batches = threading.local()  # per thread: MirroredStrategy traces each replica in its own
 
         try:
             self.bottlenecks = {
@@ -293,9 +297,26 @@ class MRdIBRegularizer(keras.layers.Layer):
         self.add_loss(losses["total"])
         for name, tracker in self.trackers.items():
             tracker.update_state(losses[name])
-        if self.pairs:
+        if self.pairs and self.critic_step_in_call:
             self._train_critics(bottleneck, pos_items)
+        elif self.pairs:
+            self._critic_batches.pending = (bottleneck, pos_items)
         return bottleneck.codes
+
+    def train_critics(self) -> None:
+        """The critics' step on the codes of the last training call, for a training step that runs it after
+        the model's own update (`critic_step_in_call = False`, as `Recommender` sets it).
+
+        Equal to the step inside `call`: the codes carry no gradient and the model's update leaves the
+        critics alone. Outside the model's gradient tape, the critics' optimizer may all-reduce across
+        replicas: MirroredStrategy's merge call inside that tape loses gradients (seen on CPU devices).
+        """
+        pending = getattr(self._critic_batches, "pending", None)
+        if pending is None:
+            raise ValueError("MRdIBRegularizer.train_critics: no training call since the last critic step.")
+        self._critic_batches.pending = None
+        bottleneck, pos_items = pending
+        self._train_critics(bottleneck, pos_items)
 
     def encode(
         self, representations: Mapping[str, tf.Tensor], training: bool, pos_rows: tf.Tensor, neg_rows: tf.Tensor
@@ -368,6 +389,7 @@ class MRdIBRegularizer(keras.layers.Layer):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([v.value for v in variables])  # not trainable: watched by hand, through their values
             objective = -self._mutual_information(bottleneck, pos_items, stop_gradient=True)
+            objective /= tf.distribute.get_strategy().num_replicas_in_sync  # replicas' gradients are summed
         self.critic_optimizer.apply(tape.gradient(objective, [v.value for v in variables]), variables)
 
     def get_config(self) -> dict:
