@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline.registry import DEFAULT_DATASET
+from mrdib_tf.experiments.distribution import STRATEGIES
 from mrdib_tf.mine import CRITIC_LEARNING_RATE
 
 
@@ -58,6 +59,7 @@ _BY_BACKBONE = " (default: the backbone's validated value)"
 _LOWER_BOUNDS: dict[str, tuple[float, bool]] = {
     "embedding_dim": (1, False), "n_layers": (0, False), "epochs": (1, False), "patience": (0, False),
     "batch_size": (1, False), "steps_per_execution": (1, False), "eval_batch_users": (1, False),
+    "cpu_devices": (1, False),
     "lr": (0.0, True), "lr_decay": (0.0, True), "lr_decay_epochs": (0.0, True), "critic_lr": (0.0, True), "initial_sigma": (0.0, True),
     "reg_weight": (0.0, False), "cl_weight": (0.0, False), "user_item_cl_weight": (0.0, False),
     "interest_k": (1, False), "second_order_k": (0, False), "edge_dropout": (0.0, False),
@@ -159,6 +161,11 @@ class RunConfig:
     )
     jit_compile: bool = _setting(True, "compile training steps with XLA (--no-jit-compile to turn off)")
     eval_batch_users: int = _setting(4096, "users scored at once during full-ranking evaluation")
+    strategy: str = _setting(
+        "default", "tf.distribute strategy: 'default' (one device), 'mirrored' (every local GPU, else "
+        "--cpu-devices logical CPU devices) or 'multi-worker' (the workers TF_CONFIG lists)"
+    )
+    cpu_devices: int = _setting(2, "logical CPU devices --strategy mirrored trains on when there is no GPU")
     run_dir: str | None = _setting(None, "output folder (default runs/<dataset>-<backbone>-<time>)")
 
     def __post_init__(self) -> None:
@@ -168,6 +175,8 @@ class RunConfig:
         interest_k, second_order_k = SOIL_GRAPH_DEFAULTS.get(self.dataset_name, SOIL_GRAPH_DEFAULTS["baby"])
         self.interest_k = interest_k if self.interest_k is None else self.interest_k
         self.second_order_k = second_order_k if self.second_order_k is None else self.second_order_k
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"`strategy` must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}.")
         for name, (bound, strict) in _LOWER_BOUNDS.items():
             value = getattr(self, name)
             if not (value > bound if strict else value >= bound):  # also refuses NaN

@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from mrdib_tf.callbacks import EpochStart, FullRankingValidation, NonFiniteLossGuard
 from mrdib_tf.experiments.config import RunConfig
+from mrdib_tf.experiments.distribution import compile_limits, is_chief, make_strategy, shard_by_batch, worker_run_dir
 from mrdib_tf.experiments.models import build_recommender, dataset_for
 from mrdib_tf.experiments.resume import EpochBackup, ResumableEarlyStopping, ResumeState, discard_resume_state
 from mrdib_tf.experiments.run_folder import CHECKPOINT_FILE, METRICS_FILE, claim_run_folder, write_atomically
@@ -85,11 +87,13 @@ def whole_epoch_execution(steps_per_epoch: int, limit: int) -> int:
 
 
 def compile_for_training(model: Recommender, config: RunConfig, steps_per_epoch: int) -> None:
-    """Builds and compiles `model` as every run trains it: MMRec's Adam, XLA, whole epochs per call."""
+    """Builds and compiles `model` as every run trains it: MMRec's Adam, XLA, whole epochs per call (as far
+    as the strategy in scope allows: `distribution.compile_limits`)."""
+    jit_compile, steps_limit = compile_limits(tf.distribute.get_strategy(), config.jit_compile,
+                                              config.steps_per_execution)
     model.build()
-    model.compile(optimizer=keras.optimizers.Adam(config.lr, epsilon=ADAM_EPSILON),
-                  jit_compile=config.jit_compile,
-                  steps_per_execution=whole_epoch_execution(steps_per_epoch, config.steps_per_execution))
+    model.compile(optimizer=keras.optimizers.Adam(config.lr, epsilon=ADAM_EPSILON), jit_compile=jit_compile,
+                  steps_per_execution=whole_epoch_execution(steps_per_epoch, steps_limit))
 
 
 def learning_rate_decay(config: RunConfig) -> keras.callbacks.LearningRateScheduler:
@@ -137,8 +141,8 @@ def fit(model: Recommender, dataset, config: RunConfig, run_dir: Path | None = N
     if resumed and (resumed.stopping["stopped"] or first_epoch >= config.epochs):
         model.set_weights(best_weights)  # training had ended; only testing was left
     else:
-        batches = dataset.train_epochs(config.batch_size, config.seed, first_epoch=first_epoch,
-                                       negative_pool=config.negative_pool)
+        batches = shard_by_batch(dataset.train_epochs(config.batch_size, config.seed, first_epoch=first_epoch,
+                                                      negative_pool=config.negative_pool))
         model.fit(batches, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
                   callbacks=callbacks, verbose=0, shuffle=False)
     # the earliest on ties, as EarlyStopping keeps it
@@ -182,15 +186,21 @@ def train(config: RunConfig, verbose: bool = True) -> tuple[FitResult, Path]:
         ValueError: the folder holds a finished run, a run of other settings, or is in use
             (`run_folder.claim_run_folder`).
     """
-    dataset = dataset_for(config)  # first: bad data stops the run before anything is written
-    folder = claim_run_folder(config)
+    strategy = make_strategy(config.strategy, config.cpu_devices)  # before TensorFlow runs anything
+    dataset = dataset_for(config)  # then: bad data stops the run before anything is written
+    chief = is_chief()
+    if not chief and not config.run_dir:
+        raise ValueError("`strategy=multi-worker` needs `run_dir`, the same on every worker: the chief "
+                         "writes the run there, and the others keep their state beside it.")
+    folder = claim_run_folder(config if chief else config.replace(run_dir=str(worker_run_dir(Path(config.run_dir)))))
     try:
-        keras.utils.set_random_seed(config.seed)
-        model = build_recommender(dataset, config)
-        if verbose:
-            state = "resuming the interrupted run in" if folder.resuming else "run folder:"
-            print(f"{state} {folder.path} (to resume if interrupted: the same command with --run-dir "
-                  f"{folder.path})", flush=True)
-        return fit(model, dataset, config, folder.path, verbose), folder.path
+        with strategy.scope():
+            keras.utils.set_random_seed(config.seed)
+            model = build_recommender(dataset, config)
+            if verbose and chief:
+                state = "resuming the interrupted run in" if folder.resuming else "run folder:"
+                print(f"{state} {folder.path} (to resume if interrupted: the same command with --run-dir "
+                      f"{folder.path})", flush=True)
+            return fit(model, dataset, config, folder.path, verbose and chief), folder.path
     finally:
         folder.release()
