@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from mrdib_tf.precision import Dense, full_precision
 from mrdib_tf.sampling import standard_normal
 
 tfd = tfp.distributions
@@ -75,7 +76,7 @@ class ModalityBottleneck(keras.layers.Layer):
     """
 
     def __init__(self, stochastic: bool = True, initial_sigma: float = 0.1, prior_scale: str = "codes", **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**full_precision(kwargs))
         if not isinstance(initial_sigma, (int, float)) or not 0 < initial_sigma < 1:
             raise ValueError(f"initial_sigma must be in (0, 1), got {initial_sigma!r}.")
         if prior_scale not in PRIOR_SCALES:
@@ -88,12 +89,12 @@ class ModalityBottleneck(keras.layers.Layer):
         if len(input_shape) != 2 or input_shape[-1] is None:
             raise ValueError(f"a representation must be [n_items, d] with a known d, got shape {tuple(input_shape)}.")
         width = input_shape[-1]
-        self.mu = keras.layers.Dense(width, kernel_initializer="identity", name="mu")
+        self.mu = Dense(width, kernel_initializer="identity", name="mu")
         self.mu.build((None, width))
         self.sigma = None
         if self.stochastic:
             logit = math.log(self.initial_sigma / (1.0 - self.initial_sigma))
-            self.sigma = keras.layers.Dense(width, kernel_initializer="zeros",
+            self.sigma = Dense(width, kernel_initializer="zeros",
                                             bias_initializer=keras.initializers.Constant(logit), name="sigma")
             self.sigma.build((None, width))
 

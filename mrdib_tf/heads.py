@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mrdib_tf.precision import Dense, full_precision
+
 
 @keras.saving.register_keras_serializable(package="mrdib_tf")
 class PreferenceHead(keras.layers.Layer):
@@ -22,14 +24,14 @@ class PreferenceHead(keras.layers.Layer):
     """
 
     def __init__(self, n_users: int, hidden_units: int | None = None, seed: int | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**full_precision(kwargs))
         self.n_users = n_users
         self.hidden_units = hidden_units
         self.seed = seed
         self.transform = (
             [
-                keras.layers.Dense(hidden_units, "elu", kernel_initializer=self._initializer(1), name="hidden"),
-                keras.layers.Dense(hidden_units, kernel_initializer=self._initializer(2), name="output"),
+                Dense(hidden_units, "elu", kernel_initializer=self._initializer(1), name="hidden"),
+                Dense(hidden_units, kernel_initializer=self._initializer(2), name="output"),
             ]
             if hidden_units
             else []

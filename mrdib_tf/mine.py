@@ -30,6 +30,8 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
+from mrdib_tf.precision import full_precision
+
 CRITIC_LEARNING_RATE = 1e-3
 """Adam learning rate of the critic's own optimizer, one update per training step: the studied rate whose
 estimate came closest to the truth (faster rates plateau lower, from noisier updates; a second update on
@@ -88,7 +90,7 @@ class Critic(keras.layers.Layer):
         seed: int | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**full_precision(kwargs))
         for name, value in (("units", units), ("embedding_dim", embedding_dim), ("block_size", block_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"Critic {name} must be a positive integer, got {value!r}.")

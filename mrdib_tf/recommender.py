@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from mrdib_tf.backbones.base import Backbone
+from mrdib_tf.precision import full_precision
 from mrdib_tf.regularizer import MRdIBRegularizer
 
 
@@ -39,7 +40,7 @@ class Recommender(keras.Model):
     """
 
     def __init__(self, backbone: Backbone, regularizer: MRdIBRegularizer | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**full_precision(kwargs))
         if regularizer is not None:
             require_multimodal(backbone)
             if tuple(sorted(regularizer.modalities)) != backbone.modalities:

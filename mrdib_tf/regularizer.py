@@ -23,6 +23,7 @@ from mrdib_tf.bottleneck import Encoding, ModalityBottleneck
 from mrdib_tf.heads import PreferenceHead
 from mrdib_tf.losses import bpr_loss
 from mrdib_tf.mine import CRITIC_LEARNING_RATE, Critic, mutual_information
+from mrdib_tf.precision import full_precision
 from mrdib_tf.sampling import derived_seed
 
 #: Width of the fusion head's hidden layer and output.
@@ -151,7 +152,7 @@ class MRdIBRegularizer(keras.layers.Layer):
         seed: int | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**full_precision(kwargs))
         self.modalities = _check_modalities(modalities)
         if not isinstance(n_users, int) or n_users < 1:
             raise ValueError(f"MRdIBRegularizer: n_users must be a positive integer, got {n_users!r}.")

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrdib_tf.backbones.graph import NormalizedGraph
+from mrdib_tf.precision import full_precision
 
 #: Where MRdIB plugs in: maps the representations h_m, with the rows of the batch's positive and negative
 #: items in them, to the codes the backbone goes on with (`MRdIBRegularizer` in training).
@@ -36,7 +37,7 @@ class Backbone(keras.Model):
     loss_terms: tuple[str, ...] = ("ranking", "l2")
 
     def __init__(self, n_users: int, n_items: int, reg_weight: float, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**full_precision(kwargs))
         if n_users <= 0 or n_items <= 0:
             raise ValueError(f"n_users and n_items must be positive, got {n_users} and {n_items}.")
         if reg_weight < 0:

@@ -11,6 +11,7 @@ import tensorflow as tf
 from mrdib_tf.backbones.base import Backbone, Encode, batch_vectors, check_item_features
 from mrdib_tf.backbones.graph import NormalizedGraph, knn_item_graph, mean_over_layers, propagate
 from mrdib_tf.losses import half_squared_norm_loss, info_nce, pairwise_bpr
+from mrdib_tf.precision import Dense
 
 
 class MGCN(Backbone):
@@ -129,11 +130,11 @@ class MGCN(Backbone):
         if self.preference_gates:
             self.preferences = {m: self._dense(f"{m}_preference", embedding_dim, "sigmoid") for m in self.modalities}
         self.attention_hidden = self._dense("attention_hidden", embedding_dim, "tanh")
-        self.attention_score = keras.layers.Dense(1, use_bias=False, name="attention_score")
+        self.attention_score = Dense(1, use_bias=False, name="attention_score")
         self.attention_score.build((None, embedding_dim))
 
-    def _dense(self, name: str, input_dim: int, activation: str | None = None) -> keras.layers.Dense:
-        layer = keras.layers.Dense(self.embedding_dim, activation=activation, name=name)
+    def _dense(self, name: str, input_dim: int, activation: str | None = None) -> Dense:
+        layer = Dense(self.embedding_dim, activation=activation, name=name)
         layer.build((None, input_dim))
         return layer
 

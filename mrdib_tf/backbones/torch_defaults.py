@@ -7,6 +7,8 @@ import math
 
 import keras
 
+from mrdib_tf.precision import Dense
+
 #: PyTorch's `F.leaky_relu` slope (Keras' default is 0.2).
 LEAKY_SLOPE = 0.01
 #: PyTorch's `F.normalize` eps, squared: `tf.math.l2_normalize` clips the squared norm.
@@ -15,7 +17,7 @@ NORMALIZE_EPSILON = 1e-24
 XAVIER_NORMAL = keras.initializers.VarianceScaling(1.0, "fan_avg", "untruncated_normal")
 
 
-def torch_linear(name: str, input_dim: int, units: int, xavier_kernel: bool = False) -> keras.layers.Dense:
+def torch_linear(name: str, input_dim: int, units: int, xavier_kernel: bool = False) -> Dense:
     """A built `Dense` started as PyTorch's `nn.Linear` is, the kernel Xavier-normal if `xavier_kernel`.
 
     PyTorch's default is kaiming_uniform(a=sqrt(5)) for the weight and U(-1/sqrt(fan_in), 1/sqrt(fan_in))
@@ -23,7 +25,7 @@ def torch_linear(name: str, input_dim: int, units: int, xavier_kernel: bool = Fa
     """
     bound = 1.0 / math.sqrt(input_dim)
     default = keras.initializers.RandomUniform(-bound, bound)
-    layer = keras.layers.Dense(units, kernel_initializer=XAVIER_NORMAL if xavier_kernel else default,
+    layer = Dense(units, kernel_initializer=XAVIER_NORMAL if xavier_kernel else default,
                                bias_initializer=default, name=name)
     layer.build((None, input_dim))
     return layer

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from mrdib_tf.backbones.base import Backbone, Encode, check_item_features, rows_of
 from mrdib_tf.losses import embedding_norm_loss, pairwise_bpr
+from mrdib_tf.precision import Dense
 
 
 class VBPR(Backbone):
@@ -61,7 +62,7 @@ class VBPR(Backbone):
         total_width = sum(features[m].shape[1] for m in self.modalities)
         initializer = keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / (total_width + embedding_dim)))
         self.projections = {
-            m: keras.layers.Dense(embedding_dim, use_bias=False, kernel_initializer=initializer, name=f"{m}_projection")
+            m: Dense(embedding_dim, use_bias=False, kernel_initializer=initializer, name=f"{m}_projection")
             for m in self.modalities
         }
         for modality, projection in self.projections.items():
