@@ -166,6 +166,10 @@ class RunConfig:
         "--cpu-devices logical CPU devices) or 'multi-worker' (the workers TF_CONFIG lists)"
     )
     cpu_devices: int = _setting(2, "logical CPU devices --strategy mirrored trains on when there is no GPU")
+    mixed_precision: bool = _setting(
+        False, "for GPUs: the dense layers' matmuls in float16 (Keras' mixed_float16, with loss scaling), "
+        "everything else in float32"
+    )
     run_dir: str | None = _setting(None, "output folder (default runs/<dataset>-<backbone>-<time>)")
 
     def __post_init__(self) -> None:

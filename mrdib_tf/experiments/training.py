@@ -19,6 +19,7 @@ from mrdib_tf.experiments.models import build_recommender, dataset_for
 from mrdib_tf.experiments.resume import EpochBackup, ResumableEarlyStopping, ResumeState, discard_resume_state
 from mrdib_tf.experiments.run_folder import CHECKPOINT_FILE, METRICS_FILE, claim_run_folder, write_atomically
 from mrdib_tf.metrics import FullRankingEvaluator
+from mrdib_tf.precision import FULL_PRECISION, MIXED_POLICY
 from mrdib_tf.recommender import Recommender
 
 #: PyTorch's default, which MMRec trains with (Keras' is 1e-7).
@@ -91,8 +92,11 @@ def compile_for_training(model: Recommender, config: RunConfig, steps_per_epoch:
     as the strategy in scope allows: `distribution.compile_limits`)."""
     jit_compile, steps_limit = compile_limits(tf.distribute.get_strategy(), config.jit_compile,
                                               config.steps_per_execution)
+    optimizer = keras.optimizers.Adam(config.lr, epsilon=ADAM_EPSILON)
+    if config.mixed_precision:  # float16 gradients of small losses underflow without it
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.build()
-    model.compile(optimizer=keras.optimizers.Adam(config.lr, epsilon=ADAM_EPSILON), jit_compile=jit_compile,
+    model.compile(optimizer=optimizer, jit_compile=jit_compile,
                   steps_per_execution=whole_epoch_execution(steps_per_epoch, steps_limit))
 
 
@@ -187,6 +191,7 @@ def train(config: RunConfig, verbose: bool = True) -> tuple[FitResult, Path]:
             (`run_folder.claim_run_folder`).
     """
     strategy = make_strategy(config.strategy, config.cpu_devices)  # before TensorFlow runs anything
+    keras.mixed_precision.set_global_policy(MIXED_POLICY if config.mixed_precision else FULL_PRECISION)
     dataset = dataset_for(config)  # then: bad data stops the run before anything is written
     chief = is_chief()
     if not chief and not config.run_dir:
