@@ -104,7 +104,8 @@ def is_chief() -> bool:
 
 
 def worker_run_dir(run_dir: Path) -> Path:
-    """Where a non-chief worker keeps its own copy of the run's state (it resumes from it): beside the
-    chief's folder, so the run folder itself holds one run."""
+    """Where a non-chief worker writes its checkpoints, logs and per-epoch state: beside the chief's
+    folder, so that one holds one run. A resumed worker reads the chief's state, not this one, so all
+    workers resume from the same epoch however the kill fell between their saves."""
     task_type, index = worker_task()
     return run_dir.with_name(f"{run_dir.name}.{task_type}-{index}")

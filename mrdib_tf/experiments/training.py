@@ -110,17 +110,19 @@ def learning_rate_decay(config: RunConfig) -> keras.callbacks.LearningRateSchedu
 
 
 def fit(model: Recommender, dataset, config: RunConfig, run_dir: Path | None = None,
-        verbose: bool = True) -> FitResult:
+        verbose: bool = True, resume_dir: Path | None = None) -> FitResult:
     """Trains `model` to early stopping on validation, restores its best epoch and tests it once.
 
     With `run_dir`, writes its TensorBoard logs, the best weights, the state after every epoch and
-    `metrics.json` there, and continues from that state if an earlier training of it was interrupted.
+    `metrics.json` there, and continues from that state if an earlier training of it was interrupted
+    (from `resume_dir`'s state when given: a worker resumes from its chief's, so all resume one epoch).
     """
-    resumed = ResumeState.read(run_dir) if run_dir is not None else None
+    resume_dir = resume_dir or run_dir
+    resumed = ResumeState.read(resume_dir) if resume_dir is not None else None
     keras.utils.set_random_seed(config.seed)
     steps = dataset.steps_per_epoch(config.batch_size)
     compile_for_training(model, config, steps)
-    best_weights = _restore(model, run_dir, resumed) if resumed else None
+    best_weights = _restore(model, resume_dir, resumed) if resumed else None
     monitor = f"val_{config.valid_metric}"
     validation = FullRankingValidation(
         FullRankingEvaluator(dataset.train, dataset.valid, batch_users=config.eval_batch_users),
@@ -193,11 +195,11 @@ def train(config: RunConfig, verbose: bool = True) -> tuple[FitResult, Path]:
     strategy = make_strategy(config.strategy, config.cpu_devices)  # before TensorFlow runs anything
     keras.mixed_precision.set_global_policy(MIXED_POLICY if config.mixed_precision else FULL_PRECISION)
     dataset = dataset_for(config)  # then: bad data stops the run before anything is written
-    chief = is_chief()
-    if not chief and not config.run_dir:
-        raise ValueError("`strategy=multi-worker` needs `run_dir`, the same on every worker: the chief "
-                         "writes the run there, and the others keep their state beside it.")
-    folder = claim_run_folder(config if chief else config.replace(run_dir=str(worker_run_dir(Path(config.run_dir)))))
+    chief, resume_dir = is_chief(), None
+    if not chief:
+        resume_dir = _chief_folder(config)
+        config = config.replace(run_dir=str(worker_run_dir(resume_dir)))
+    folder = claim_run_folder(config)
     try:
         with strategy.scope():
             keras.utils.set_random_seed(config.seed)
@@ -206,6 +208,17 @@ def train(config: RunConfig, verbose: bool = True) -> tuple[FitResult, Path]:
                 state = "resuming the interrupted run in" if folder.resuming else "run folder:"
                 print(f"{state} {folder.path} (to resume if interrupted: the same command with --run-dir "
                       f"{folder.path})", flush=True)
-            return fit(model, dataset, config, folder.path, verbose and chief), folder.path
+            return fit(model, dataset, config, folder.path, verbose and chief, resume_dir), folder.path
     finally:
         folder.release()
+
+
+def _chief_folder(config: RunConfig) -> Path:
+    """The run folder a non-chief worker resumes from: its chief's, which must name one and be unfinished."""
+    if not config.run_dir:
+        raise ValueError("`strategy=multi-worker` needs `run_dir`, the same on every worker: the chief "
+                         "writes the run there, and the others keep their state beside it.")
+    chief_dir = Path(config.run_dir)
+    if (chief_dir / METRICS_FILE).exists():
+        raise ValueError(f"{chief_dir}: holds a finished run; this worker has nothing to train.")
+    return chief_dir

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -86,20 +88,57 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_workers_on_localhost_train_one_model_as_one_device(tiny_folder, tmp_path, single_device_runs):
+def _two_workers(data_dir, run_dir, cache, *flags: str) -> list[subprocess.Popen]:
     cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
-    run_dir = tmp_path / "run"
-    workers = [
-        _fit(tiny_folder, run_dir, tmp_path / "cache", *ADDITIVE_RUNS["vbpr"], "--strategy", "multi-worker",
+    return [
+        _fit(data_dir, run_dir, cache, *flags, "--strategy", "multi-worker",
              env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
         for index in range(2)
     ]
-    for worker in workers:
+
+
+def test_two_workers_on_localhost_train_one_model_as_one_device(tiny_folder, tmp_path, single_device_runs):
+    run_dir = tmp_path / "run"
+    for worker in _two_workers(tiny_folder, run_dir, tmp_path / "cache", *ADDITIVE_RUNS["vbpr"]):
         _finish(worker)
     chief, other = _metrics(run_dir), _metrics(tmp_path / "run.worker-1")
     _assert_same_training(chief, single_device_runs["vbpr"])
     assert other["test"] == chief["test"]  # one model: both workers hold the same weights
     assert json.loads((run_dir / "config.json").read_text())["strategy"] == "multi-worker"
+
+
+def _without_timings(metrics: dict) -> dict:
+    history = [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in metrics["history"]]
+    return {**{k: metrics[k] for k in ("best_epoch", "valid", "test", "stopped_early")}, "history": history}
+
+
+def test_two_workers_killed_mid_run_resume_from_the_chiefs_epoch_and_end_as_uninterrupted(tiny_folder, tmp_path):
+    """SIGKILL to both workers once the chief has saved two epochs (the other worker may have saved
+    another number); the same commands again resume both from the chief's state, and the run ends bit
+    for bit as an uninterrupted two-worker run (30 epochs drift from one device's summation order)."""
+    flags = [*ADDITIVE_RUNS["vbpr"], "--epochs", "30", "--patience", "30"]
+    for worker in _two_workers(tiny_folder, tmp_path / "whole", tmp_path / "cache", *flags):
+        _finish(worker)
+    run_dir = tmp_path / "run"
+    workers = _two_workers(tiny_folder, run_dir, tmp_path / "cache", *flags)
+    state = run_dir / "resume" / "state.json"
+    deadline = time.monotonic() + 300
+    while not (state.exists() and json.loads(state.read_text())["epochs_done"] >= 2):
+        assert all(worker.poll() is None for worker in workers), "a worker ended before the kill"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for worker in workers:
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate()
+    done_before_kill = json.loads(state.read_text())["epochs_done"]
+    assert done_before_kill < 30 and not (run_dir / "metrics.json").exists()
+
+    for worker in _two_workers(tiny_folder, run_dir, tmp_path / "cache", *flags):
+        _finish(worker)
+    resumed = _metrics(run_dir)
+    assert len(resumed["history"]) == 30
+    assert _without_timings(resumed) == _without_timings(_metrics(tmp_path / "whole"))
+    assert _metrics(tmp_path / "run.worker-1")["test"] == resumed["test"]
 
 
 def test_mirrored_mrdib_trains_its_critic_after_the_models_step(tiny_folder, tmp_path):
