@@ -95,7 +95,7 @@ class ModalityBottleneck(keras.layers.Layer):
         if self.stochastic:
             logit = math.log(self.initial_sigma / (1.0 - self.initial_sigma))
             self.sigma = Dense(width, kernel_initializer="zeros",
-                                            bias_initializer=keras.initializers.Constant(logit), name="sigma")
+                               bias_initializer=keras.initializers.Constant(logit), name="sigma")
             self.sigma.build((None, width))
 
     def call(self, h: tf.Tensor) -> tf.Tensor:

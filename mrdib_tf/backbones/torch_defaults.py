@@ -26,6 +26,6 @@ def torch_linear(name: str, input_dim: int, units: int, xavier_kernel: bool = Fa
     bound = 1.0 / math.sqrt(input_dim)
     default = keras.initializers.RandomUniform(-bound, bound)
     layer = Dense(units, kernel_initializer=XAVIER_NORMAL if xavier_kernel else default,
-                               bias_initializer=default, name=name)
+                  bias_initializer=default, name=name)
     layer.build((None, input_dim))
     return layer
