@@ -27,8 +27,9 @@ class Recommender(keras.Model):
 
     In training, `call` on a batch `{"user", "pos_item", "neg_item"}` returns the backbone's weighted loss
     terms, the regularizer standing between the backbone's representations and the rest of it (it adds
-    its own terms through `add_loss`); `compute_loss` sums them all. Keras' own `train_step` does the
-    rest, so `compile(jit_compile=True)`, callbacks and distribution strategies work as for any model.
+    its own terms through `add_loss`); `compute_loss` sums them all. `train_step` is Keras' own, its one
+    backward pass also giving MRdIB's critics their step, so `compile(jit_compile=True)`, callbacks and
+    distribution strategies work as for any model.
     Every term is a metric (`ranking`, `l2`, the backbone's extras, MRdIB's `kl`, `mi_estimate`, ...).
 
     At inference `call()` (or `final_embeddings`) returns `(user_embeddings, item_embeddings)` whose dot
@@ -68,17 +69,46 @@ class Recommender(keras.Model):
         return self.backbone.training_losses(inputs, encode, training=True)
 
     def train_step(self, data) -> dict[str, tf.Tensor]:
-        """Keras' step, then MRdIB's critics' own step on the codes it drew.
+        """Keras' step, and MRdIB's critics' own step on the codes the regularizer drew.
+
+        The critics ascend the redundancy estimate that the model's loss descends (weighted alpha_mi), so
+        one backward pass serves both: the loss's gradient in the critics' variables, divided by -alpha_mi,
+        is their ascent gradient. Under a loss-scale optimizer (mixed precision) the critics instead take
+        their step after the model's (`MRdIBRegularizer.train_critics`), as the scale would leak into it.
 
         Across workers each log is returned as a [1] vector: Keras averages the logs over workers along
         axis 0, which a scalar lacks (Keras 3.15 fails on every scalar log there).
         """
-        logs = super().train_step(data)
-        if self.regularizer is not None and self.regularizer.pairs and not self.regularizer.critic_step_in_call:
-            self.regularizer.train_critics()
+        if self._critic_step_from_model_gradient():
+            logs = self._train_step_with_critics(data)
+        else:
+            logs = super().train_step(data)
+            if self.regularizer is not None and self.regularizer.pairs and not self.regularizer.critic_step_in_call:
+                self.regularizer.train_critics()
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
+
+    def _critic_step_from_model_gradient(self) -> bool:
+        regularizer = self.regularizer
+        return (regularizer is not None and bool(regularizer.pairs) and not regularizer.critic_step_in_call
+                and not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer))
+
+    def _train_step_with_critics(self, data) -> dict[str, tf.Tensor]:
+        """Keras' `train_step` (3.15, TensorFlow), its tape also watching the critics' variables."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        critic_values = [v.value for v in self.regularizer.critic_variables]
+        with tf.GradientTape() as tape:
+            tape.watch(critic_values)  # not trainable by the model's optimizer: watched by hand
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(x["user"])[0])
+        weights = self.trainable_weights
+        gradients = tape.gradient(loss, weights + critic_values)
+        self.optimizer.apply_gradients(zip(gradients[: len(weights)], weights))
+        self.regularizer.apply_critic_gradients(gradients[len(weights):])
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training: bool = True) -> tf.Tensor:
         """The sum of the backbone's terms (`y_pred`, from `call`) and of the layers' added losses (MRdIB).

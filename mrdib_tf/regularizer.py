@@ -174,7 +174,7 @@ class MRdIBRegularizer(keras.layers.Layer):
         self.seed = seed
         self._stream_seed = seed if seed is not None else random.randrange(2**31)
         self.step_counter = keras.random.SeedGenerator(0)  # only its step component is used
-        #: False: the critics' step waits for `train_critics` (called after the model's update).
+        #: False: the training step takes the critics' step (`apply_critic_gradients` or `train_critics`).
         self.critic_step_in_call = True
         self._critic_batches = threading.local()  # per thread: MirroredStrategy traces each replica in its own
 
@@ -306,7 +306,7 @@ class MRdIBRegularizer(keras.layers.Layer):
 
     def train_critics(self) -> None:
         """The critics' step on the codes of the last training call, for a training step that runs it after
-        the model's own update (`critic_step_in_call = False`, as `Recommender` sets it).
+        the model's own update (`critic_step_in_call = False`; `Recommender` does so under loss scaling).
 
         Equal to the step inside `call`: the codes carry no gradient and the model's update leaves the
         critics alone. Outside the model's gradient tape, the critics' optimizer may all-reduce across
@@ -318,6 +318,15 @@ class MRdIBRegularizer(keras.layers.Layer):
         self._critic_batches.pending = None
         bottleneck, pos_items = pending
         self._train_critics(bottleneck, pos_items)
+
+    def apply_critic_gradients(self, gradients: Sequence[tf.Tensor]) -> None:
+        """The critics' step from the gradient of a loss holding alpha_mi x the estimate, one per critic
+        variable (`critic_variables` order): for a training step whose one backward pass serves the model
+        and the critics (`critic_step_in_call = False`, as `Recommender` trains). Ascending the estimate
+        is descending -gradient / alpha_mi: the step `train_critics` takes, without its second pass.
+        """
+        self._critic_batches.pending = None
+        self.critic_optimizer.apply([-g / self.alpha_mi for g in gradients], self.critic_variables)
 
     def encode(
         self, representations: Mapping[str, tf.Tensor], training: bool, pos_rows: tf.Tensor, neg_rows: tf.Tensor

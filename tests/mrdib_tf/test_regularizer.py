@@ -357,6 +357,36 @@ def test_in_training_the_layer_trains_its_critic_up_the_estimate_and_the_loss_de
     assert estimate() < before - 0.01  # the model's descent lowers it
 
 
+def test_the_critics_ascent_gradient_from_the_models_loss_is_their_own_objectives_gradient():
+    """One backward pass of the model's loss gives the critics their step: its gradient in their variables
+    over -alpha_mi is the gradient of `train_critics`' own objective (here with every term enabled)."""
+    h = _shared_signal_representations()
+    users, rows = np.arange(32, dtype=np.int64) % N_USERS, np.arange(64)
+    arguments = dict(users=users, pos_rows=rows[:32], neg_rows=rows[32:], training=True)
+    applied = {}
+    for path in ("own objective", "model's loss"):
+        reg = _make(alpha_kl=0.01, alpha_mi=0.3, alpha_unique=0.02)
+        reg.critic_step_in_call = False
+        reg.build({m: h[m].shape for m in DIMS})
+        for k, v in enumerate(reg.critic_variables):  # off the zero start, so every variable has a gradient
+            v.assign(np.random.default_rng(k).normal(scale=0.3, size=v.shape).astype(np.float32))
+        reg.critic_optimizer.apply = lambda gradients, variables, path=path: applied.__setitem__(
+            path, [np.asarray(g) for g in gradients])
+        values = [v.value for v in reg.critic_variables]
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            reg(h, **arguments)
+            loss = reg.losses[0]
+        if path == "own objective":
+            reg.train_critics()
+        else:
+            reg.apply_critic_gradients(tape.gradient(loss, values))
+    assert len(applied["own objective"]) == len(reg.critic_variables)
+    for fused, own in zip(applied["model's loss"], applied["own objective"], strict=True):
+        np.testing.assert_allclose(fused, own, rtol=1e-4, atol=1e-5)  # entries up to about 10
+    assert max(np.abs(g).max() for g in applied["own objective"]) > 1e-3
+
+
 # ---- a drop-in Keras layer ------------------------------------------------------------------------------
 
 
