@@ -7,9 +7,10 @@ with Keras' `Model.fit` as the project does (`fit`: several steps per compiled c
 of the epoch's steps up to `RunConfig.steps_per_execution`), or `fit1`: one step per call, or `loop`: the
 same compiled train step driven by a hand-written loop that reads every step's loss back, as the project
 trained before it moved to `Model.fit`. The `alpha_*=0` variants drop one MRdIB branch each (the sampled bottleneck and its KL;
-the critic; the unique decoders), which shows what each branch costs.
+the critic and its step; the unique decoders), which shows what each branch costs.
 
-    python benchmarks/training_speed.py                       # tiktok and sports, every backbone
+    python benchmarks/training_speed.py                       # tiktok and sports: VBPR, LightGCN, MGCN, FREEDOM
+    python benchmarks/training_speed.py --datasets tiktok --backbones dualgnn,soil,mmgcn
     python benchmarks/training_speed.py --datasets tiktok --repeats 5
 
 `sports` is the real MMRec interaction graph shipped in data/sports/ with RANDOM features of the real
@@ -44,17 +45,23 @@ from mrdib_tf.experiments.training import EpochReport, compile_for_training  # n
 from mrdib_tf.metrics import FullRankingEvaluator  # noqa: E402
 
 
-#: (label, backbone, settings) per variant; the first of each backbone is the reference for its ratios.
+def _mrdib_branches(backbone: str) -> list[tuple[str, str, str, dict]]:
+    """The backbone with MRdIB, then without each of its branches in turn (each alpha set to 0)."""
+    label = f"{backbone:<5} fit  mrdib"
+    return [(label, backbone, "fit", {"mrdib": True})] + [
+        (f"{label} {alpha}=0", backbone, "fit", {"mrdib": True, alpha: 0.0})
+        for alpha in ("alpha_kl", "alpha_mi", "alpha_unique")
+    ]
+
+
+#: (label, backbone, driver, settings) per variant; the first of each backbone is the reference for its ratios.
 VARIANTS = [
     ("vbpr  fit  bare", "vbpr", "fit", {"mrdib": False}),
     ("vbpr  fit1 bare", "vbpr", "fit", {"mrdib": False, "steps_per_execution": 1}),
     ("vbpr  loop bare", "vbpr", "loop", {"mrdib": False}),
-    ("vbpr  fit  mrdib", "vbpr", "fit", {"mrdib": True}),
+    *_mrdib_branches("vbpr"),
     ("vbpr  fit1 mrdib", "vbpr", "fit", {"mrdib": True, "steps_per_execution": 1}),
     ("vbpr  loop mrdib", "vbpr", "loop", {"mrdib": True}),
-    ("vbpr  fit  mrdib alpha_mi=0", "vbpr", "fit", {"mrdib": True, "alpha_mi": 0.0}),
-    ("vbpr  fit  mrdib alpha_unique=0", "vbpr", "fit", {"mrdib": True, "alpha_unique": 0.0}),
-    ("vbpr  fit  mrdib alpha_kl=0", "vbpr", "fit", {"mrdib": True, "alpha_kl": 0.0}),
     ("lightgcn fit", "lightgcn", "fit", {"mrdib": False}),
     ("lightgcn fit1", "lightgcn", "fit", {"mrdib": False, "steps_per_execution": 1}),
     ("lightgcn loop", "lightgcn", "loop", {"mrdib": False}),
@@ -62,11 +69,16 @@ VARIANTS = [
     ("mgcn  fit1 bare", "mgcn", "fit", {"mrdib": False, "steps_per_execution": 1}),
     ("mgcn  loop bare", "mgcn", "loop", {"mrdib": False}),
     ("mgcn  fit  bare frozen", "mgcn", "fit", {"mrdib": False, "fine_tune_features": False}),
-    ("mgcn  fit  mrdib", "mgcn", "fit", {"mrdib": True}),
-    ("mgcn  fit  mrdib alpha_kl=0", "mgcn", "fit", {"mrdib": True, "alpha_kl": 0.0}),
+    *_mrdib_branches("mgcn"),
     ("freedom fit bare", "freedom", "fit", {"mrdib": False}),
-    ("freedom fit mrdib", "freedom", "fit", {"mrdib": True}),
     ("freedom fit bare frozen", "freedom", "fit", {"mrdib": False, "fine_tune_features": False}),
+    *_mrdib_branches("freedom"),
+    ("dualgnn fit bare", "dualgnn", "fit", {"mrdib": False}),
+    *_mrdib_branches("dualgnn"),
+    ("soil  fit  bare", "soil", "fit", {"mrdib": False}),
+    *_mrdib_branches("soil"),
+    ("mmgcn fit  bare", "mmgcn", "fit", {"mrdib": False}),
+    ("mmgcn fit  mrdib", "mmgcn", "fit", {"mrdib": True}),
 ]
 
 
