@@ -6,12 +6,14 @@ machine. Ratios are against the first variant of the same dataset and backbone. 
 with Keras' `Model.fit` as the project does (`fit`: several steps per compiled call, the largest divisor
 of the epoch's steps up to `RunConfig.steps_per_execution`), or `fit1`: one step per call, or `loop`: the
 same compiled train step driven by a hand-written loop that reads every step's loss back, as the project
-trained before it moved to `Model.fit`. The `alpha_*=0` variants drop one MRdIB branch each (the sampled bottleneck and its KL;
+trained before it moved to `Model.fit`, or `fit2`: `fit` with MRdIB's critics stepping in a second pass after
+the model's (as under loss scaling) instead of from the model's own backward pass. The `alpha_*=0` variants drop one MRdIB branch each (the sampled bottleneck and its KL;
 the critic and its step; the unique decoders), which shows what each branch costs.
 
     python benchmarks/training_speed.py                       # tiktok and sports: VBPR, LightGCN, MGCN, FREEDOM
     python benchmarks/training_speed.py --datasets tiktok --backbones dualgnn,soil,mmgcn
     python benchmarks/training_speed.py --datasets tiktok --repeats 5
+    python benchmarks/training_speed.py --datasets tiktok --backbones mgcn,freedom --variants 'fit2? +(bare|mrdib)$'
 
 `sports` is the real MMRec interaction graph shipped in data/sports/ with RANDOM features of the real
 shapes (image 18357x4096, text 18357x384), because its feature files are not available here: accuracy
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import statistics
 import sys
 import time
@@ -48,7 +51,8 @@ from mrdib_tf.metrics import FullRankingEvaluator  # noqa: E402
 def _mrdib_branches(backbone: str) -> list[tuple[str, str, str, dict]]:
     """The backbone with MRdIB, then without each of its branches in turn (each alpha set to 0)."""
     label = f"{backbone:<5} fit  mrdib"
-    return [(label, backbone, "fit", {"mrdib": True})] + [
+    return [(label, backbone, "fit", {"mrdib": True}),
+            (f"{backbone:<5} fit2 mrdib", backbone, "fit2", {"mrdib": True})] + [
         (f"{label} {alpha}=0", backbone, "fit", {"mrdib": True, alpha: 0.0})
         for alpha in ("alpha_kl", "alpha_mi", "alpha_unique")
     ]
@@ -103,6 +107,8 @@ class TimedModel:
         keras.utils.set_random_seed(config.seed)
         self.dataset, self.config, self.driver = dataset, config, driver
         self.model = build_recommender(dataset, config)
+        if driver == "fit2":  # the step `Recommender` takes under loss scaling, here without it
+            self.model._critic_step_from_model_gradient = lambda: False
         self.steps = dataset.steps_per_epoch(config.batch_size)
         compile_for_training(self.model, config, self.steps)
         self.validation = FullRankingValidation(FullRankingEvaluator(dataset.train, dataset.valid),
@@ -123,7 +129,7 @@ class TimedModel:
 
     def epochs(self, count: int) -> tuple[list[float], list[float]]:
         """(seconds of each training epoch, seconds of each validation evaluation after it)."""
-        if self.driver == "fit":
+        if self.driver in ("fit", "fit2"):
             report = EpochReport(self.config.valid_metric, verbose=False)
             self.model.fit(self.batches, initial_epoch=self.epochs_done, epochs=self.epochs_done + count,
                            steps_per_epoch=self.steps, verbose=0, shuffle=False,
@@ -144,11 +150,13 @@ class TimedModel:
         return training, evaluating
 
 
-def time_variants(dataset, backbones: list[str], repeats: int) -> list[tuple[str, list, list]]:
+def time_variants(dataset, backbones: list[str], pattern: str,
+                  repeats: int) -> list[tuple[str, list, list]]:
+    """Each chosen variant's training and evaluation seconds, the variants taking turns epoch by epoch."""
     models = [
         (label, TimedModel(dataset, RunConfig(backbone=backbone, **settings), driver), [], [])
         for label, backbone, driver, settings in VARIANTS
-        if backbone in backbones
+        if backbone in backbones and re.search(pattern, label)
     ]
     for _ in range(repeats):
         for _, timed, epochs, evals in models:
@@ -163,6 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="tiktok,sports")
     parser.add_argument("--backbones", default="vbpr,lightgcn,mgcn,freedom")
+    parser.add_argument("--variants", default="",
+                        help="only the variants whose label this regular expression finds (the first variant "
+                             "kept of each backbone is its ratios' reference)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant")
     args = parser.parse_args()
     backbones = args.backbones.split(",")
@@ -172,7 +183,7 @@ def main() -> None:
         if name == "sports":
             print("# sports: real interaction graph, RANDOM features of the real shapes (image 4096-d, text 384-d)")
         reference: dict[str, tuple[float, float]] = {}
-        for label, epochs, evals in time_variants(dataset, backbones, args.repeats):
+        for label, epochs, evals in time_variants(dataset, backbones, args.variants, args.repeats):
             epoch, evaluation = statistics.median(epochs), statistics.median(evals)
             base_epoch, base_eval = reference.setdefault(label.split()[0], (epoch, evaluation))
             print(f"{name:<8} {label:<28} {epoch:8.3f} {epoch / base_epoch:6.2f} "
