@@ -83,15 +83,20 @@ class Recommender(keras.Model):
             logs = self._train_step_with_critics(data)
         else:
             logs = super().train_step(data)
-            if self.regularizer is not None and self.regularizer.pairs and not self.regularizer.critic_step_in_call:
+            if self._critics_step_outside_call():
                 self.regularizer.train_critics()
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
-    def _critic_step_from_model_gradient(self) -> bool:
+    def _critics_step_outside_call(self) -> bool:
+        """Whether MRdIB has critics whose step the training step takes (not the layer's `call`)."""
         regularizer = self.regularizer
-        return (regularizer is not None and bool(regularizer.pairs) and not regularizer.critic_step_in_call
+        return regularizer is not None and bool(regularizer.pairs) and not regularizer.critic_step_in_call
+
+    def _critic_step_from_model_gradient(self) -> bool:
+        """Whether that step comes from the model's gradient: not under loss scaling, which would leak into it."""
+        return (self._critics_step_outside_call()
                 and not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer))
 
     def _train_step_with_critics(self, data) -> dict[str, tf.Tensor]:
