@@ -36,7 +36,8 @@ def test_dense_computes_in_float16_and_returns_float32(mixed_policy):
 
 def test_outside_the_policy_dense_is_keras_dense():
     inputs = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
-    layer = Dense(3, kernel_initializer=keras.initializers.GlorotUniform(seed=2))  # seeded: a random one can put an output near 0, where rtol alone fails on rounding
+    # Seeded: a random kernel can put an output near 0, where an rtol-only comparison fails on rounding.
+    layer = Dense(3, kernel_initializer=keras.initializers.GlorotUniform(seed=2))
     np.testing.assert_allclose(layer(inputs).numpy(), inputs @ layer.kernel.numpy() + layer.bias.numpy(), rtol=1e-6)
 
 
