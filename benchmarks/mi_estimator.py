@@ -4,8 +4,9 @@ Pairs (a, b) of 64-d correlated Gaussians with a known I(a; b): per-dimension co
 64 dimensions (total I in {0.5, 1, 2, 3} nats) or over 8 of them (2 nats concentrated), scaled by 1,
 0.01 or 0.0025 (MGCN's codes have a standard deviation near 0.0025 per dimension), and at 0.0025 with
 a mean offset. Each candidate critic is trained online as training trains it: its own Adam optimizer,
-one fresh batch of 2,048 rows per training step, 1 or 2 critic updates on that batch. Its estimate is
-the bound on four held-out batches of 2,048 rows (averaged), taken at several step counts.
+one fresh batch of 2,048 rows per training step, 1 or 2 critic updates on that batch (on every k-th row
+of it, for a candidate that trains on a sample). Its estimate is the bound on four held-out batches of
+2,048 rows (averaged), taken at several step counts.
 
 Candidates:
   dv-raw       MINE as it was: Donsker-Varadhan, an ELU MLP on concat(a, b), marginal by a cyclic shift
@@ -14,7 +15,9 @@ Candidates:
   infonce-raw  InfoNCE with the separable critic f(a)^T g(b) (MLP plus linear skip), negatives within blocks
                of 512 rows (four 512 x 512 score matrices), raw inputs
   infonce-std-full  the same on standardised inputs, all 2,047 other rows as negatives (2,048 x 2,048 scores)
-  infonce-std  standardised, blocks of 512: `mrdib_tf.mine.Critic` and `mutual_information` as shipped
+  infonce-std-2048  standardised, blocks of 512, trained on all 2,048 rows of a step (four blocks)
+  infonce-std  the same trained on 512 of a step's rows (every 4th; one block): as MRdIB's critics train
+               (`mrdib_tf.mine.Critic`, `mutual_information`, `MRdIBRegularizer.critic_rows`)
 (InfoNCE with a concat critic on all pairs would push 2,048^2 rows through the MLP, a 1 GiB hidden
 layer per step: not a candidate at this batch size.)
 
@@ -55,6 +58,7 @@ import tensorflow as tf  # noqa: E402
 
 from mrdib_tf.experiments.diagnostics import estimate_mutual_information  # noqa: E402
 from mrdib_tf.mine import Critic, Tower, mutual_information, standardize  # noqa: E402
+from mrdib_tf.regularizer import CRITIC_ROWS  # noqa: E402
 from mrdib_tf.sampling import seed_state, splitmix64, standard_normal  # noqa: E402
 
 BATCH, DIMS = 2048, 64
@@ -170,13 +174,20 @@ def info_nce_bound(critic: Critic, a: tf.Tensor, b: tf.Tensor, seed: tf.Tensor) 
 @dataclass(frozen=True)
 class Candidate:
     """A critic and its bound; `setting_from` names the candidate whose swept setting it trains with
-    (None: swept itself); `full_grid`: every MI case in table 2, not only 2 nats."""
+    (None: swept itself); `full_grid`: every MI case in table 2, not only 2 nats; `train_rows`: how many of
+    a training step's rows its critic steps on (every k-th)."""
 
     name: str
     make_critic: Callable[[], keras.layers.Layer]
     bound: Callable[[keras.layers.Layer, tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
     setting_from: str | None = None
     full_grid: bool = False
+    train_rows: int = BATCH
+
+    def sample(self, a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The rows of a training batch its critic steps on: every (BATCH // train_rows)-th."""
+        stride = BATCH // self.train_rows
+        return a[::stride], b[::stride]
 
 
 CANDIDATES = {
@@ -188,7 +199,9 @@ CANDIDATES = {
         Candidate("infonce-raw", lambda: RawCritic(seed=0), info_nce_bound, setting_from="infonce-std"),
         Candidate("infonce-std-full", lambda: Critic(block_size=BATCH, seed=0), info_nce_bound,
                   setting_from="infonce-std"),
-        Candidate("infonce-std", lambda: Critic(seed=0), info_nce_bound, full_grid=True),
+        Candidate("infonce-std-2048", lambda: Critic(seed=0), info_nce_bound, setting_from="infonce-std",
+                  full_grid=True),
+        Candidate("infonce-std", lambda: Critic(seed=0), info_nce_bound, full_grid=True, train_rows=CRITIC_ROWS),
     ]
 }
 
@@ -230,7 +243,7 @@ class OnlineTrainer:
         return value
 
     def _train_step(self, step: tf.Tensor, rho: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor) -> tf.Tensor:
-        a, b = gaussian_pair(tf.stack([step, 1]), rho, scale, offset)
+        a, b = self.candidate.sample(*gaussian_pair(tf.stack([step, 1]), rho, scale, offset))
         for k in range(self.critic_steps):
             value = self._critic_step(a, b, tf.stack([step, 2 + k]))
         return value
@@ -295,13 +308,14 @@ def ms_per_critic_step(trainers: dict[str, OnlineTrainer], rounds: int = 5, repe
     a, b = gaussian_pair(tf.constant([5, 5]), tf.constant(Case(2.0).rho()), tf.constant(1.0), tf.constant(0.0))
     seed = tf.constant([5, 6])
     for trainer in trainers.values():
-        trainer.critic_step(a, b, seed).numpy()
+        trainer.critic_step(*trainer.candidate.sample(a, b), seed).numpy()
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(rounds):
         for name, trainer in trainers.items():
+            rows = trainer.candidate.sample(a, b)
             start = time.perf_counter()
             for _ in range(repeats):
-                value = trainer.critic_step(a, b, seed)
+                value = trainer.critic_step(*rows, seed)
             value.numpy()
             times[name].append((time.perf_counter() - start) / repeats * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
@@ -378,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 after = input_gradient_effect(trainers[name, k], case, scale)
                 gradient_rows.setdefault(name, []).append(f"{scale.label}: {after:.3f}")
 
-    print("\n(3) milliseconds per critic step (forward + backward + Adam, XLA, batch 2048, 64-d inputs)")
+    print("\n(3) milliseconds per critic step (forward + backward + Adam, XLA, on a batch of 2048 64-d rows)")
     timing = ms_per_critic_step({name: trainers[name, 1] for name in args.candidates})
     for name in args.candidates:
         k = best[name][1]

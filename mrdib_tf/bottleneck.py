@@ -3,6 +3,11 @@
 The prior is matched to a per-dimension mean and spread (c, s) over the batch's item rows, and sigma is
 measured in units of s, so the KL does not depend on the scale of h: one weight means the same for
 VBPR's projections (entries near 1) and MGCN's propagated views (entries near 0.003).
+
+The encoder maps h to mu and sigma per dimension by default (`encoder="diagonal"`): h is already the
+output of the backbone's own learned projection, so a full d x d map on top of it mixes nothing the
+backbone cannot, adds capacity the bare model lacks (a linear layer on MMGCN's raw audio features), and
+costs two d x d products over every item of a graph backbone each step. `encoder="dense"` keeps them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ SIGMA_FLOOR = 1e-4
 SPREAD_EPSILON = 1e-12
 #: Whose per-dimension spread the prior is matched to (see `ModalityBottleneck`).
 PRIOR_SCALES = ("codes", "inputs")
+#: The maps from h to mu and to sigma's logits: per dimension, or full d x d layers.
+ENCODERS = ("diagonal", "dense")
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,37 @@ def _spread(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 @keras.saving.register_keras_serializable(package="mrdib_tf")
+class Diagonal(keras.layers.Layer):
+    """x * kernel + bias, one kernel entry per dimension: a `Dense` layer whose kernel is diagonal."""
+
+    def __init__(self, kernel_initializer: str | keras.initializers.Initializer = "ones",
+                 bias_initializer: str | keras.initializers.Initializer = "zeros", **kwargs) -> None:
+        super().__init__(**full_precision(kwargs))
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape: tuple) -> None:
+        width = input_shape[-1]
+        self.kernel = self.add_weight(shape=(width,), initializer=self.kernel_initializer, name="kernel")
+        self.bias = self.add_weight(shape=(width,), initializer=self.bias_initializer, name="bias")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return x * self.kernel + self.bias
+
+    def get_config(self) -> dict:
+        return {**super().get_config(),
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer)}
+
+
+@keras.saving.register_keras_serializable(package="mrdib_tf")
 class ModalityBottleneck(keras.layers.Layer):
     """The variational bottleneck of one modality's representation h [n, d].
 
-    mu = Dense(d)(h), initialised to the identity (training starts at the backbone's own h). sigma =
-    sigmoid(Dense(d)((mu - c) / s) + b) in (0, 1), starting at `initial_sigma` everywhere, and the
-    posterior's scale is s sigma: noise is measured against the code's spread, whatever its scale.
+    mu = A(h), initialised to the identity (training starts at the backbone's own h). sigma =
+    sigmoid(B((mu - c) / s)) in (0, 1), starting at `initial_sigma` everywhere, and the posterior's
+    scale is s sigma: noise is measured against the code's spread, whatever its scale. A and B are
+    affine maps, per dimension (`Diagonal`, the default) or full (`Dense`), as `encoder` says.
     KL(q || N(c, s^2)) per dimension is -log sigma + (sigma^2 + ((mu - c) / s)^2) / 2 - 1/2.
 
     `prior_scale` says whose spread (c, s) are, over the batch rows: "codes" (mu's own, with their
@@ -73,15 +105,20 @@ class ModalityBottleneck(keras.layers.Layer):
         stochastic: sample z in training (False: a deterministic encoder, z = mu, no sigma head).
         initial_sigma: sigma at initialisation, in (0, 1).
         prior_scale: "codes" or "inputs".
+        encoder: "diagonal" or "dense" (see the module's docstring).
     """
 
-    def __init__(self, stochastic: bool = True, initial_sigma: float = 0.1, prior_scale: str = "codes", **kwargs):
+    def __init__(self, stochastic: bool = True, initial_sigma: float = 0.1, prior_scale: str = "codes",
+                 encoder: str = "diagonal", **kwargs):
         super().__init__(**full_precision(kwargs))
         if not isinstance(initial_sigma, (int, float)) or not 0 < initial_sigma < 1:
             raise ValueError(f"initial_sigma must be in (0, 1), got {initial_sigma!r}.")
         if prior_scale not in PRIOR_SCALES:
             raise ValueError(f"prior_scale must be one of {PRIOR_SCALES}, got {prior_scale!r}.")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}.")
         self.stochastic = stochastic
+        self.encoder = encoder
         self.initial_sigma = float(initial_sigma)
         self.prior_scale = prior_scale
 
@@ -89,13 +126,14 @@ class ModalityBottleneck(keras.layers.Layer):
         if len(input_shape) != 2 or input_shape[-1] is None:
             raise ValueError(f"a representation must be [n_items, d] with a known d, got shape {tuple(input_shape)}.")
         width = input_shape[-1]
-        self.mu = Dense(width, kernel_initializer="identity", name="mu")
+        dense = self.encoder == "dense"
+        self.mu = Dense(width, kernel_initializer="identity", name="mu") if dense else Diagonal(name="mu")
         self.mu.build((None, width))
         self.sigma = None
         if self.stochastic:
-            logit = math.log(self.initial_sigma / (1.0 - self.initial_sigma))
-            self.sigma = Dense(width, kernel_initializer="zeros",
-                               bias_initializer=keras.initializers.Constant(logit), name="sigma")
+            logit = keras.initializers.Constant(math.log(self.initial_sigma / (1.0 - self.initial_sigma)))
+            self.sigma = (Dense(width, kernel_initializer="zeros", bias_initializer=logit, name="sigma") if dense
+                          else Diagonal(kernel_initializer="zeros", bias_initializer=logit, name="sigma"))
             self.sigma.build((None, width))
 
     def call(self, h: tf.Tensor) -> tf.Tensor:
@@ -132,4 +170,4 @@ class ModalityBottleneck(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "stochastic": self.stochastic, "initial_sigma": self.initial_sigma,
-                "prior_scale": self.prior_scale}
+                "prior_scale": self.prior_scale, "encoder": self.encoder}

@@ -28,6 +28,8 @@ from mrdib_tf.sampling import derived_seed
 
 #: Width of the fusion head's hidden layer and output.
 FUSION_UNITS = 64
+#: How many of a batch's positives the critics score by default: one block of `Critic`'s (512 rows).
+CRITIC_ROWS = 512
 #: The raw terms MRdIB reports, in the order of its objective.
 TERMS = ("kl", "mi_estimate", "unique", "synergy")
 # Purposes mixed into derived seeds, so no two branches (or runs) share a random stream.
@@ -95,7 +97,9 @@ class MRdIBRegularizer(keras.layers.Layer):
     Unique (alpha_unique): per modality a `PreferenceHead` ranks the batch's items for its user
     from z_m alone against its own user table (BPR): each code must keep what its modality alone knows.
     Redundancy (alpha_mi): per modality pair an InfoNCE critic (`mrdib_tf.mine`) estimates
-    I(z_a; z_b) on the batch's positive items; the model descends alpha_mi times the estimate while the
+    I(z_a; z_b) on `critic_rows` of the batch's positive items, taken evenly across the batch (a sample
+    of the batch is an unbiased estimate of the batch's, at a fraction of the critic's cost, which grows
+    with its rows); the model descends alpha_mi times the estimate while the
     critic ascends it with an optimizer of its own, inside this layer (its variables are not trainable
     by the model's optimizer). Synergy: the model's own loss when it predicts from all z_m jointly, or
     with `fusion_head` a separate head g_f(concat_m z_m) (an MLP) with BPR, weight 1. The heads read
@@ -122,8 +126,10 @@ class MRdIBRegularizer(keras.layers.Layer):
         codes_on_main_path: whether the model consumes z_m (True) or keeps h_m (False).
         initial_sigma: the noise scale at initialisation, in units of each code dimension's spread.
         prior_scale: "codes" or "inputs": see `ModalityBottleneck`.
+        encoder: "diagonal" or "dense" maps from h to mu and sigma: see `ModalityBottleneck`.
         fusion_head: add a separate synergy head.
         critic_units: width of the critics' hidden layers.
+        critic_rows: the most positives per batch the critics score (every k-th row of the batch).
         critic_learning_rate: Adam learning rate of the critics' own optimizer.
         seed: fixes the heads' initial weights and every random stream; None draws one from Python's
             `random` (seeded by `keras.utils.set_random_seed`).
@@ -146,8 +152,10 @@ class MRdIBRegularizer(keras.layers.Layer):
         codes_on_main_path: bool = True,
         initial_sigma: float = 0.1,
         prior_scale: str = "codes",
+        encoder: str = "diagonal",
         fusion_head: bool = False,
         critic_units: int = 64,
+        critic_rows: int = CRITIC_ROWS,
         critic_learning_rate: float = CRITIC_LEARNING_RATE,
         seed: int | None = None,
         **kwargs,
@@ -163,13 +171,15 @@ class MRdIBRegularizer(keras.layers.Layer):
         for name, flag in (("codes_on_main_path", codes_on_main_path), ("fusion_head", fusion_head)):
             if not isinstance(flag, bool):
                 raise ValueError(f"MRdIBRegularizer: {name} must be True or False, got {flag!r}.")
-        if not isinstance(critic_units, int) or critic_units < 1:
-            raise ValueError(f"MRdIBRegularizer: critic_units must be a positive integer, got {critic_units!r}.")
+        for name, value in (("critic_units", critic_units), ("critic_rows", critic_rows)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+                raise ValueError(f"MRdIBRegularizer: {name} must be an integer >= 2, got {value!r}.")
         if not critic_learning_rate > 0:
             raise ValueError(f"MRdIBRegularizer: critic_learning_rate must be > 0, got {critic_learning_rate!r}.")
         self.codes_on_main_path = codes_on_main_path
         self.fusion_head = fusion_head
         self.critic_units = critic_units
+        self.critic_rows = critic_rows
         self.critic_learning_rate = float(critic_learning_rate)
         self.seed = seed
         self._stream_seed = seed if seed is not None else random.randrange(2**31)
@@ -180,7 +190,7 @@ class MRdIBRegularizer(keras.layers.Layer):
 
         try:
             self.bottlenecks = {
-                m: ModalityBottleneck(self.stochastic, initial_sigma, prior_scale, name=f"bottleneck_{m}")
+                m: ModalityBottleneck(self.stochastic, initial_sigma, prior_scale, encoder, name=f"bottleneck_{m}")
                 for m in self.modalities
             }
         except ValueError as error:
@@ -216,6 +226,10 @@ class MRdIBRegularizer(keras.layers.Layer):
     @property
     def prior_scale(self) -> str:
         return self.bottlenecks[self.modalities[0]].prior_scale
+
+    @property
+    def encoder(self) -> str:
+        return self.bottlenecks[self.modalities[0]].encoder
 
     @property
     def stochastic(self) -> bool:
@@ -383,15 +397,22 @@ class MRdIBRegularizer(keras.layers.Layer):
 
     def _mutual_information(self, bottleneck: Bottleneck, pos_items: tf.Tensor | None,
                             stop_gradient: bool = False) -> tf.Tensor:
-        """Sum over modality pairs of the critics' estimate of I(z_a; z_b) on the batch's positives."""
+        """Sum over modality pairs of the critics' estimate of I(z_a; z_b) on the sampled positives."""
         def positives(m: str) -> tf.Tensor:
-            codes = bottleneck.positives(m)
+            codes = self._critic_sample(bottleneck.positives(m))
             return tf.stop_gradient(codes) if stop_gradient else codes
 
+        items = None if pos_items is None else self._critic_sample(pos_items)
         return tf.add_n([
-            mutual_information(critic, positives(a), positives(b), pos_items)
+            mutual_information(critic, positives(a), positives(b), items)
             for critic, (a, b) in zip(self.critics, self.pairs)
         ])
+
+    def _critic_sample(self, rows: tf.Tensor) -> tf.Tensor:
+        """Every k-th row of the batch's b, k = max(1, b // critic_rows), at most `critic_rows` of them:
+        spread over the whole batch, so even a batch in some order (grouped by user) is sampled evenly."""
+        stride = tf.maximum(1, tf.shape(rows)[0] // self.critic_rows)
+        return rows[::stride][: self.critic_rows]
 
     def _train_critics(self, bottleneck: Bottleneck, pos_items: tf.Tensor | None) -> None:
         """One step of the critics' own optimizer up the estimate, on the codes as they are (no gradient)."""
@@ -413,8 +434,10 @@ class MRdIBRegularizer(keras.layers.Layer):
             "codes_on_main_path": self.codes_on_main_path,
             "initial_sigma": self.initial_sigma,
             "prior_scale": self.prior_scale,
+            "encoder": self.encoder,
             "fusion_head": self.fusion_head,
             "critic_units": self.critic_units,
+            "critic_rows": self.critic_rows,
             "critic_learning_rate": self.critic_learning_rate,
             "seed": self.seed,
         }

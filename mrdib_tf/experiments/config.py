@@ -13,6 +13,7 @@ from typing import Any
 from data_pipeline.registry import DEFAULT_DATASET
 from mrdib_tf.experiments.distribution import STRATEGIES
 from mrdib_tf.mine import CRITIC_LEARNING_RATE
+from mrdib_tf.regularizer import CRITIC_ROWS
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -50,6 +51,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "codes_on_main_path": True,
     "initial_sigma": 0.1,
     "prior_scale": "codes",
+    "encoder": "dense",
     "placement": "views",
 }
 #: SOIL's (knn_i, knn_a) by dataset, from its authors' dataset configs; baby's for any other dataset.
@@ -59,7 +61,7 @@ _BY_BACKBONE = " (default: the backbone's validated value)"
 _LOWER_BOUNDS: dict[str, tuple[float, bool]] = {
     "embedding_dim": (1, False), "n_layers": (0, False), "epochs": (1, False), "patience": (0, False),
     "batch_size": (1, False), "steps_per_execution": (1, False), "eval_batch_users": (1, False),
-    "cpu_devices": (1, False),
+    "cpu_devices": (1, False), "critic_rows": (2, False),
     "lr": (0.0, True), "lr_decay": (0.0, True), "lr_decay_epochs": (0.0, True), "critic_lr": (0.0, True), "initial_sigma": (0.0, True),
     "reg_weight": (0.0, False), "cl_weight": (0.0, False), "user_item_cl_weight": (0.0, False),
     "interest_k": (1, False), "second_order_k": (0, False), "edge_dropout": (0.0, False),
@@ -132,12 +134,17 @@ class RunConfig:
         None,
         "MRdIB's prior is matched to the spread of the 'codes' (prices noise only) or of the 'inputs' h" + _BY_BACKBONE,
     )
+    encoder: str | None = _setting(
+        None, "MRdIB's maps from h to the posterior's mean and scale: per 'diagonal' dimension or 'dense' d x d"
+        + _BY_BACKBONE,
+    )
     placement: str | None = _setting(
         None,
         "where MGCN exposes h_m to MRdIB: 'views' (propagated item views) or 'features' (projected features)"
         + _BY_BACKBONE,
     )
     critic_lr: float = _setting(CRITIC_LEARNING_RATE, "Adam learning rate of MRdIB's mutual-information critics")
+    critic_rows: int = _setting(CRITIC_ROWS, "the most positives of a batch MRdIB's critics score (evenly spread)")
     fusion_head: bool = _setting(
         False, "add a separate MRdIB synergy head (the backbone's loss is the synergy term otherwise)"
     )

@@ -62,6 +62,12 @@ def test_all_zero_alphas_reproduce_the_bare_backbone_loss_exactly():
     assert [float(x) for x in wrapped.losses] == [0.0]
 
 
+def _affine(x, layer):
+    """What the bottleneck's mu or sigma layer computes, in numpy: dense (kernel [d, d]) or diagonal ([d])."""
+    kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+    return (x @ kernel if kernel.ndim == 2 else x * kernel) + bias
+
+
 def _standardized_means(model, batch):
     """Per modality: the posterior means of the batch's positive then negative rows, standardised over them,
     and sigma, in numpy from the layer's weights."""
@@ -74,11 +80,11 @@ def _standardized_means(model, batch):
     out = {}
     for m, h in representations.items():
         bottleneck = model.regularizer.bottlenecks[m]
-        mu = (h.numpy().astype(np.float64) @ bottleneck.mu.kernel.numpy() + bottleneck.mu.bias.numpy())[rows]
+        mu = _affine(h.numpy().astype(np.float64), bottleneck.mu)[rows]
         standardized = (mu - mu.mean(0)) / np.sqrt(mu.var(0) + 1e-12)
         sigma = None
         if bottleneck.sigma is not None:
-            logits = standardized @ bottleneck.sigma.kernel.numpy() + bottleneck.sigma.bias.numpy()
+            logits = _affine(standardized, bottleneck.sigma)
             sigma = 1e-4 + (1 - 1e-4) / (1 + np.exp(-logits))
         out[m] = standardized, sigma
     return out
@@ -132,8 +138,7 @@ def test_inference_uses_posterior_means_and_is_deterministic():
     first, second = model()[1].numpy(), model()[1].numpy()
     np.testing.assert_array_equal(first, second)
     backbone, bottlenecks = model.backbone, model.regularizer.bottlenecks
-    means = {m: h.numpy() @ bottlenecks[m].mu.kernel.numpy() + bottlenecks[m].mu.bias.numpy()
-             for m, h in backbone.modality_representations().items()}
+    means = {m: _affine(h.numpy(), bottlenecks[m].mu) for m, h in backbone.modality_representations().items()}
     expected = np.concatenate([backbone.item_factors.numpy(),
                                means["image"] + means["text"] + backbone.projection_bias.numpy()], axis=1)
     np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-6)

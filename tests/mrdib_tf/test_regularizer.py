@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from mrdib_tf.bottleneck import SIGMA_FLOOR, SPREAD_EPSILON
+from mrdib_tf.bottleneck import ENCODERS, SIGMA_FLOOR, SPREAD_EPSILON
+from mrdib_tf.mine import mutual_information
 from mrdib_tf.regularizer import FUSION_UNITS, MRdIBRegularizer
 
 DIMS = {"image": 6, "text": 4}
@@ -38,13 +39,22 @@ def _built(**kwargs):
     return reg
 
 
+@pytest.fixture(params=ENCODERS)
+def encoder(request):
+    """Each encoder of the bottleneck: its numbers are checked against the numpy reference below."""
+    return request.param
+
+
 def _randomize_encoders(reg, seed=2):
-    """Random mu and sigma weights (returned), so the checks do not lean on the identity/constant init."""
+    """Random mu and sigma weights (returned), so the checks do not lean on the identity/constant init.
+
+    A dense encoder's kernels are [d, d], a diagonal one's [d]; `_affine` applies either."""
     rng = np.random.default_rng(seed)
     weights = {}
     for m, d in DIMS.items():
-        mu = [rng.normal(size=(d, d)).astype(np.float32) * 0.5, rng.normal(size=d).astype(np.float32)]
-        sigma = [rng.normal(size=(d, d)).astype(np.float32) * 0.5, rng.normal(size=d).astype(np.float32)]
+        shape = tuple(reg.bottlenecks[m].mu.kernel.shape)
+        mu = [rng.normal(size=shape).astype(np.float32) * 0.5, rng.normal(size=d).astype(np.float32)]
+        sigma = [rng.normal(size=shape).astype(np.float32) * 0.5, rng.normal(size=d).astype(np.float32)]
         reg.bottlenecks[m].mu.set_weights(mu)
         if reg.stochastic:
             reg.bottlenecks[m].sigma.set_weights(sigma)
@@ -52,14 +62,19 @@ def _randomize_encoders(reg, seed=2):
     return weights
 
 
+def _affine(x, kernel, bias):
+    """x A + b for a dense kernel [d, d]; x * a + b, per dimension, for a diagonal one [d]."""
+    return (x @ kernel if kernel.ndim == 2 else x * kernel) + bias
+
+
 def _numpy_bottleneck(h, weights, rows, prior_scale="codes"):
     """mu over every row; (center, spread) of mu (or h) over `rows`; sigma in spread units."""
     (mu_w, mu_b), (sigma_w, sigma_b) = weights
-    mu = h.astype(np.float64) @ mu_w + mu_b
+    mu = _affine(h.astype(np.float64), mu_w, mu_b)
     reference = (mu if prior_scale == "codes" else h.astype(np.float64))[rows]
     center = reference.mean(axis=0)
     spread = np.sqrt(reference.var(axis=0) + SPREAD_EPSILON)
-    sigma = SIGMA_FLOOR + (1 - SIGMA_FLOOR) * _sigmoid(((mu - center) / spread) @ sigma_w + sigma_b)
+    sigma = SIGMA_FLOOR + (1 - SIGMA_FLOOR) * _sigmoid(_affine((mu - center) / spread, sigma_w, sigma_b))
     return mu, center, spread, sigma
 
 
@@ -88,6 +103,8 @@ def test_fewer_than_two_modalities_is_a_value_error(modalities):
         ({"initial_sigma": 1.0}, r"initial_sigma must be in \(0, 1\)"),
         ({"codes_on_main_path": "yes"}, "codes_on_main_path must be True or False"),
         ({"prior_scale": "unit"}, "prior_scale must be one of"),
+        ({"encoder": "full"}, "encoder must be one of"),
+        ({"critic_rows": 1}, "critic_rows must be an integer >= 2"),
     ],
 )
 def test_invalid_arguments_are_value_errors(kwargs, match):
@@ -138,8 +155,26 @@ def test_initial_means_are_the_representations_and_sigma_starts_at_initial_sigma
                                    rtol=1e-5)
 
 
-def test_inference_codes_are_the_posterior_means_deterministically():
-    reg = _built()
+def test_a_diagonal_encoder_maps_each_dimension_on_its_own():
+    """mu_k and sigma_k read h_k alone: no code dimension mixes in another (the dense encoder does)."""
+    h = tf.constant(_representations()["image"])
+    for encoder, mixes in (("diagonal", False), ("dense", True)):
+        reg = _built(encoder=encoder)
+        _randomize_encoders(reg)
+        bottleneck = reg.bottlenecks["image"]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(h)
+            mu = bottleneck(h)
+            sigma = bottleneck.encode(h, None, None).posterior.stddev()
+        for output in (mu, sigma):
+            jacobian = tape.batch_jacobian(output, h).numpy()  # [n, d, d]
+            off_diagonal = jacobian * (1 - np.eye(DIMS["image"]))
+            assert (np.abs(off_diagonal).max() > 1e-6) == mixes, encoder
+    assert len(_built(encoder="diagonal").bottlenecks["image"].mu.weights[0].shape) == 1
+
+
+def test_inference_codes_are_the_posterior_means_deterministically(encoder):
+    reg = _built(encoder=encoder)
     weights = _randomize_encoders(reg)
     h = _representations()
     first, second = reg(h), reg(h)
@@ -160,8 +195,8 @@ def test_off_the_main_path_the_backbone_keeps_h_and_only_the_batch_rows_are_enco
         assert tuple(bottleneck.positives(m).shape) == (len(POS), DIMS[m])
 
 
-def test_training_codes_are_fresh_reparameterized_samples():
-    reg = _built()
+def test_training_codes_are_fresh_reparameterized_samples(encoder):
+    reg = _built(encoder=encoder)
     weights = _randomize_encoders(reg)
     h = _representations(n=2000)
     pos, neg = np.arange(1000), np.arange(1000, 2000)
@@ -199,8 +234,9 @@ def test_every_seed_and_modality_has_its_own_noise_stream():
 
 
 @pytest.mark.parametrize("on_main_path, prior_scale", [(True, "codes"), (False, "codes"), (True, "inputs")])
-def test_kl_is_the_closed_form_against_the_matched_prior_over_the_batch_rows(on_main_path, prior_scale):
-    reg = _built(alpha_mi=0.0, alpha_unique=0.0, codes_on_main_path=on_main_path, prior_scale=prior_scale)
+def test_kl_is_the_closed_form_against_the_matched_prior_over_the_batch_rows(on_main_path, prior_scale, encoder):
+    reg = _built(alpha_mi=0.0, alpha_unique=0.0, codes_on_main_path=on_main_path, prior_scale=prior_scale,
+                 encoder=encoder)
     weights = _randomize_encoders(reg)
     h = _representations()
     losses = reg.auxiliary_losses(reg.encode(h, True, POS, NEG), USERS)
@@ -224,20 +260,20 @@ def test_kl_does_not_depend_on_the_scale_of_the_representations():
     np.testing.assert_allclose(kl[0], sum(DIMS.values()) * (-np.log(sigma) + sigma**2 / 2), rtol=1e-4)
 
 
-def test_matched_to_the_codes_the_kl_prices_only_the_noise():
+def test_matched_to_the_codes_the_kl_prices_only_the_noise(encoder):
     """With sigma independent of mu (its kernel at zero), the KL has no gradient in the means when the
     prior is matched to the codes; matched to the inputs, shrinking the means lowers it."""
     h = _representations()
     for prior_scale, moves_means in (("codes", False), ("inputs", True)):
-        reg = _built(alpha_mi=0.0, alpha_unique=0.0, prior_scale=prior_scale)
+        reg = _built(alpha_mi=0.0, alpha_unique=0.0, prior_scale=prior_scale, encoder=encoder)
         with tf.GradientTape() as tape:
             kl = reg.auxiliary_losses(reg.encode(h, True, POS, NEG), USERS)["kl"]
         gradient = tape.gradient(kl, reg.bottlenecks["image"].mu.kernel)
         assert (float(tf.reduce_max(tf.abs(gradient))) > 1e-3) == moves_means, (prior_scale, gradient)
 
 
-def test_unique_and_synergy_are_bpr_of_the_heads_on_standardised_codes_against_their_own_users():
-    reg = _built(alpha_kl=0.0, alpha_mi=0.0, alpha_unique=0.3, fusion_head=True)
+def test_unique_and_synergy_are_bpr_of_the_heads_on_standardised_codes_against_their_own_users(encoder):
+    reg = _built(alpha_kl=0.0, alpha_mi=0.0, alpha_unique=0.3, fusion_head=True, encoder=encoder)
     weights = _randomize_encoders(reg)
     h = _representations()
     losses = reg.auxiliary_losses(reg.encode(h, True, POS, NEG), USERS)
@@ -345,16 +381,35 @@ def test_in_training_the_layer_trains_its_critic_up_the_estimate_and_the_loss_de
         reg(h, training=True, **arguments)
     assert estimate() > 0.1  # the critic found the shared factor
     assert int(reg.critic_optimizer.iterations) == 30
-    encoder_vars = [v for m in DIMS for v in reg.bottlenecks[m].mu.trainable_variables]
     assert not {v.path for v in reg.critic_variables} & {v.path for v in reg.trainable_variables}
+    # the representations stand for the backbone's projections, where the model's descent reaches
+    h = {m: tf.Variable(x) for m, x in h.items()}
     with tf.GradientTape() as tape:
         reg(h, training=True, **arguments)
         loss = reg.losses[0]
-    gradients = tape.gradient(loss, encoder_vars)
+    gradients = tape.gradient(loss, list(h.values()))
     before = estimate()
-    for v, g in zip(encoder_vars, gradients):
+    for v, g in zip(h.values(), gradients):
         v.assign_sub(2.0 * g)
     assert estimate() < before - 0.01  # the model's descent lowers it
+
+
+def test_the_critic_scores_every_kth_positive_at_most_critic_rows_of_them():
+    """b = 32 positives, critic_rows 8: rows 0, 4, ..., 28 of the positives, and no other row, feed the
+    estimate (a sample spread over the batch)."""
+    h = _shared_signal_representations()
+    reg = _make(alpha_kl=0.0, alpha_mi=0.5, alpha_unique=0.0, critic_rows=8)
+    rows = np.arange(64)
+    bottleneck = reg.encode(h, True, rows[:32], rows[32:])
+    for k, v in enumerate(reg.critic_variables):  # a critic off its zero start scores pairs differently
+        v.assign(np.random.default_rng(k).normal(scale=0.3, size=v.shape).astype(np.float32))
+    estimate = float(reg._mutual_information(bottleneck, rows[:32]))
+    sample = np.arange(0, 32, 4)
+    want = float(mutual_information(reg.critics[0], tf.gather(bottleneck.positives("image"), sample),
+                                    tf.gather(bottleneck.positives("text"), sample), sample))
+    assert estimate == pytest.approx(want, rel=1e-5) and estimate != 0.0
+    assert tuple(reg._critic_sample(tf.range(5)).numpy()) == (0, 1, 2, 3, 4)  # fewer rows: all of them
+    assert tuple(reg._critic_sample(tf.range(20)).numpy()) == (0, 2, 4, 6, 8, 10, 12, 14)
 
 
 def test_the_critics_ascent_gradient_from_the_models_loss_is_their_own_objectives_gradient():
@@ -404,14 +459,15 @@ def test_a_training_call_adds_the_weighted_total_and_reports_each_term_as_a_metr
 
 
 def test_keras_serialization_round_trips_the_layer():
-    reg = _make(alpha_mi=0.0, prior_scale="inputs", initial_sigma=0.3, critic_learning_rate=3e-3)
+    reg = _make(alpha_mi=0.0, prior_scale="inputs", initial_sigma=0.3, critic_learning_rate=3e-3, encoder="dense",
+                critic_rows=64)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(reg))
     assert isinstance(clone, MRdIBRegularizer) and clone.get_config() == reg.get_config()
 
 
-def test_a_functional_model_holding_it_saves_as_keras_and_reloads_with_the_same_outputs(tmp_path):
+def test_a_functional_model_holding_it_saves_as_keras_and_reloads_with_the_same_outputs(tmp_path, encoder):
     inputs = {m: keras.Input((d,), name=m) for m, d in DIMS.items()}
-    codes = _make(fusion_head=True)(inputs)
+    codes = _make(fusion_head=True, encoder=encoder)(inputs)
     model = keras.Model(inputs, keras.layers.Concatenate()([codes["image"], codes["text"]]))
     regularizer = next(layer for layer in model.layers if isinstance(layer, MRdIBRegularizer))
     _randomize_encoders(regularizer)
