@@ -16,8 +16,9 @@ Candidates:
                of 512 rows (four 512 x 512 score matrices), raw inputs
   infonce-std-full  the same on standardised inputs, all 2,047 other rows as negatives (2,048 x 2,048 scores)
   infonce-std-2048  standardised, blocks of 512, trained on all 2,048 rows of a step (four blocks)
-  infonce-std  the same trained on 512 of a step's rows (every 4th; one block): as MRdIB's critics train
-               (`mrdib_tf.mine.Critic`, `mutual_information`, `MRdIBRegularizer.critic_rows`)
+  infonce-std  the same trained on 1,024 of a step's rows (every 2nd; two blocks): as MRdIB's critics
+               train (`mrdib_tf.mine.Critic`, `mutual_information`, `MRdIBRegularizer.critic_rows`)
+  infonce-std-512  the same trained on 512 of a step's rows (every 4th; one block)
 (InfoNCE with a concat critic on all pairs would push 2,048^2 rows through the MLP, a 1 GiB hidden
 layer per step: not a candidate at this batch size.)
 
@@ -202,6 +203,8 @@ CANDIDATES = {
         Candidate("infonce-std-2048", lambda: Critic(seed=0), info_nce_bound, setting_from="infonce-std",
                   full_grid=True),
         Candidate("infonce-std", lambda: Critic(seed=0), info_nce_bound, full_grid=True, train_rows=CRITIC_ROWS),
+        Candidate("infonce-std-512", lambda: Critic(seed=0), info_nce_bound, setting_from="infonce-std",
+                  full_grid=True, train_rows=512),
     ]
 }
 

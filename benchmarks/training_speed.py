@@ -7,8 +7,10 @@ with Keras' `Model.fit` as the project does (`fit`: several steps per compiled c
 of the epoch's steps up to `RunConfig.steps_per_execution`), or `fit1`: one step per call, or `loop`: the
 same compiled train step driven by a hand-written loop that reads every step's loss back, as the project
 trained before it moved to `Model.fit`, or `fit2`: `fit` with MRdIB's critics stepping in a second pass after
-the model's (as under loss scaling) instead of from the model's own backward pass. The `alpha_*=0` variants drop one MRdIB branch each (the sampled bottleneck and its KL;
-the critic and its step; the unique decoders), which shows what each branch costs.
+the model's (as under loss scaling) instead of from the model's own backward pass. `dense` runs MRdIB's
+dense d x d encoder instead of the per-dimension one, `rows=2048` its critics on every positive of the
+batch instead of an even sample of 1,024. The `alpha_*=0` variants drop one MRdIB branch each (the sampled
+bottleneck and its KL; the critic and its step; the unique decoders), which shows what each branch costs.
 
     python benchmarks/training_speed.py                       # tiktok and sports: VBPR, LightGCN, MGCN, FREEDOM
     python benchmarks/training_speed.py --datasets tiktok --backbones dualgnn,soil,mmgcn
@@ -49,10 +51,13 @@ from mrdib_tf.metrics import FullRankingEvaluator  # noqa: E402
 
 
 def _mrdib_branches(backbone: str) -> list[tuple[str, str, str, dict]]:
-    """The backbone with MRdIB, then without each of its branches in turn (each alpha set to 0)."""
+    """The backbone with MRdIB (its default encoder and critic rows), with the dense encoder, with critics on
+    every positive, one pass against two for the critics, then without each branch in turn (alpha 0)."""
     label = f"{backbone:<5} fit  mrdib"
     return [(label, backbone, "fit", {"mrdib": True}),
-            (f"{backbone:<5} fit2 mrdib", backbone, "fit2", {"mrdib": True})] + [
+            (f"{backbone:<5} fit2 mrdib", backbone, "fit2", {"mrdib": True}),
+            (f"{label} dense", backbone, "fit", {"mrdib": True, "encoder": "dense"}),
+            (f"{label} rows=2048", backbone, "fit", {"mrdib": True, "critic_rows": 2048})] + [
         (f"{label} {alpha}=0", backbone, "fit", {"mrdib": True, alpha: 0.0})
         for alpha in ("alpha_kl", "alpha_mi", "alpha_unique")
     ]
@@ -82,7 +87,7 @@ VARIANTS = [
     ("soil  fit  bare", "soil", "fit", {"mrdib": False}),
     *_mrdib_branches("soil"),
     ("mmgcn fit  bare", "mmgcn", "fit", {"mrdib": False}),
-    ("mmgcn fit  mrdib", "mmgcn", "fit", {"mrdib": True}),
+    *_mrdib_branches("mmgcn"),
 ]
 
 

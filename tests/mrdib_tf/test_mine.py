@@ -20,6 +20,7 @@ from mrdib_tf.mine import (
     mutual_information,
     standardize,
 )
+from mrdib_tf.regularizer import CRITIC_ROWS
 from mrdib_tf.sampling import standard_normal
 
 
@@ -167,12 +168,13 @@ def _pair(seed, rho, scale=0.0025, offset=0.01, rows=BATCH):
 
 
 def _train_as_training_does(critic, rho, steps):
-    """The critic's own Adam at CRITIC_LEARNING_RATE, one update per fresh batch."""
+    """The critic's own Adam at CRITIC_LEARNING_RATE, one update per fresh batch of the rows MRdIB's critics
+    score in a training step (`CRITIC_ROWS`)."""
     optimizer = keras.optimizers.Adam(CRITIC_LEARNING_RATE)
 
     @tf.function(jit_compile=True)
     def training_step(step):
-        a, b = _pair(tf.stack([step, 0]), rho)
+        a, b = _pair(tf.stack([step, 0]), rho, rows=CRITIC_ROWS)
         with tf.GradientTape() as tape:
             loss = -mutual_information(critic, a, b)
         gradients = tape.gradient(loss, critic.trainable_variables)
