@@ -9,7 +9,7 @@ same compiled train step driven by a hand-written loop that reads every step's l
 trained before it moved to `Model.fit`, or `fit2`: `fit` with MRdIB's critics stepping in a second pass after
 the model's (as under loss scaling) instead of from the model's own backward pass. `dense` runs MRdIB's
 dense d x d encoder instead of the per-dimension one, `rows=2048` its critics on every positive of the
-batch instead of an even sample of 1,024. The `alpha_*=0` variants drop one MRdIB branch each (the sampled
+batch instead of an even sample of 1,024 (both together: MRdIB as it was before those defaults). The `alpha_*=0` variants drop one MRdIB branch each (the sampled
 bottleneck and its KL; the critic and its step; the unique decoders), which shows what each branch costs.
 
     python benchmarks/training_speed.py                       # tiktok and sports: VBPR, LightGCN, MGCN, FREEDOM
@@ -57,7 +57,8 @@ def _mrdib_branches(backbone: str) -> list[tuple[str, str, str, dict]]:
     return [(label, backbone, "fit", {"mrdib": True}),
             (f"{backbone:<5} fit2 mrdib", backbone, "fit2", {"mrdib": True}),
             (f"{label} dense", backbone, "fit", {"mrdib": True, "encoder": "dense"}),
-            (f"{label} rows=2048", backbone, "fit", {"mrdib": True, "critic_rows": 2048})] + [
+            (f"{label} rows=2048", backbone, "fit", {"mrdib": True, "critic_rows": 2048}),
+            (f"{label} dense rows=2048", backbone, "fit", {"mrdib": True, "encoder": "dense", "critic_rows": 2048})] + [
         (f"{label} {alpha}=0", backbone, "fit", {"mrdib": True, alpha: 0.0})
         for alpha in ("alpha_kl", "alpha_mi", "alpha_unique")
     ]

@@ -25,7 +25,7 @@ def _setting(default: Any, help: str) -> Any:
 #: else `COMMON_DEFAULTS`'. The alphas are `trainers.tune`'s best trials at seed 999 (VBPR: trial 7 of 8,
 #: MGCN: trial 2 of 5), kept to the digit so that the default command reproduces them.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vbpr": {"reg_weight": 0.3, "prior_scale": "inputs", "encoder": "dense", "alpha_kl": 0.0011371884773242562,
+    "vbpr": {"reg_weight": 0.3, "alpha_kl": 0.0011371884773242562,
              "alpha_mi": 0.002043608938748102, "alpha_unique": 0.0011008868172622081},
     "mgcn": {"lr_decay": 0.96, "placement": "features", "prior_scale": "codes", "alpha_kl": 0.002546971728831641,
              "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
