@@ -23,8 +23,10 @@ from mrdib_tf.experiments.run_folder import CONFIG_FILE, METRICS_FILE
 
 #: Settings that do not change what a run learns: runs differing only in these are the same experiment.
 NON_EXPERIMENT_SETTINGS = ("seed", "run_dir", "eval_batch_users", "jit_compile", "steps_per_execution")
-#: Settings that only matter with MRdIB on.
-MRDIB_SETTINGS = ("alpha_kl", "alpha_mi", "alpha_unique", "fusion_head")
+#: Settings that only matter with MRdIB on (MGCN's `placement` says where MRdIB plugs in: a bare MGCN
+#: computes the same either way).
+MRDIB_SETTINGS = ("alpha_kl", "alpha_mi", "alpha_unique", "fusion_head", "codes_on_main_path", "initial_sigma",
+                  "prior_scale", "encoder", "critic_lr", "critic_rows", "placement")
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def train_or_reuse(config: RunConfig, train_fn: Callable[[RunConfig], Any]) -> t
 
 
 def experiment_settings(config: RunConfig) -> dict[str, Any]:
-    """The settings that define an experiment: all but seed and bookkeeping; no alphas for bare runs."""
+    """The settings that define an experiment: all but seed and bookkeeping; no MRdIB settings for bare runs."""
     settings = dataclasses.asdict(config)
     dropped = set(NON_EXPERIMENT_SETTINGS) | (set() if config.mrdib else set(MRDIB_SETTINGS))
     return {k: v for k, v in settings.items() if k not in dropped}

@@ -100,9 +100,11 @@ def test_find_runs_walks_folders_and_refuses_empty_ones(tmp_path):
         find_runs([tmp_path / "empty"])
 
 
-def test_experiment_settings_leave_out_the_seed_and_a_bare_runs_alphas():
+def test_experiment_settings_leave_out_the_seed_and_a_bare_runs_mrdib_settings():
     full = experiment_settings(BASE)
-    assert "seed" not in full and "run_dir" not in full and full["alpha_mi"] == 0.02
+    assert "seed" not in full and "run_dir" not in full and full["alpha_mi"] == 0.02 and full["encoder"]
     bare = experiment_settings(BASE.replace(mrdib=False, seed=9))
-    assert "alpha_kl" not in bare and "fusion_head" not in bare
-    assert bare == experiment_settings(BASE.replace(mrdib=False, alpha_kl=0.5, seed=10))
+    assert "alpha_kl" not in bare and "fusion_head" not in bare and "encoder" not in bare
+    assert bare == experiment_settings(BASE.replace(mrdib=False, alpha_kl=0.5, encoder="dense", critic_rows=64,
+                                                    prior_scale="inputs", seed=10))
+    assert bare != experiment_settings(BASE.replace(mrdib=False, reg_weight=0.5))
