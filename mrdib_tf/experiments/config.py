@@ -32,7 +32,9 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
              "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
     "lightgcn": {},
     "freedom": {},
-    "dualgnn": {},
+    # bare DualGNN's best reg_weight, and the tune's best trial at it (trial 5 of 6 at commit 28179dd)
+    "dualgnn": {"reg_weight": 1e-3, "alpha_kl": 0.0004928431186673157, "alpha_mi": 0.007640371788699987,
+                "alpha_unique": 0.028530161270910674},
     # the authors' SOIL.yaml: the decay of MGCN's; their loss reads no reg_weight; their features load frozen
     "soil": {"lr_decay": 0.96, "reg_weight": 0.0, "fine_tune_features": False},
     "mmgcn": {"n_layers": 3},  # MMRec's MMGCN runs three layers whatever its config says (backbones/mmgcn.py)
