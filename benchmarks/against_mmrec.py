@@ -40,7 +40,8 @@ from training_speed import TimedModel, load  # the same datasets and timing
 
 from mrdib_tf.experiments.config import RunConfig  # noqa: E402
 
-#: our backbone name -> (the reference's model name, its overrides at our defaults)
+#: our backbone name -> (the reference's model name, its overrides; ours runs at the same reg_weight, see
+#: `_ours_config`, and at its defaults otherwise)
 BACKBONES = {
     "vbpr": ("VBPR", {"reg_weight": [1e-4]}),
     "lightgcn": ("LightGCN", {"reg_weight": [1e-4], "n_layers": [2]}),
@@ -53,6 +54,13 @@ BACKBONES = {
 #: backbones whose reference is not MMRec but their authors' code (--soil-src)
 AUTHORS_CODE = {"soil"}
 EPOCH_LINE = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
+
+
+def _ours_config(backbone: str, overrides: dict[str, list]) -> RunConfig:
+    """Our bare backbone at the reference's reg_weight where it sets one (our defaults may be validated ones)."""
+    reg_weight = overrides["reg_weight"][0] if "reg_weight" in overrides else None
+    return RunConfig(backbone=backbone, mrdib=False, jit_compile=True, reg_weight=reg_weight)
+
 
 MMREC_RUNNER = """
 import ast, os, sys
@@ -111,9 +119,9 @@ def main() -> None:
         if ours_name == "sports":
             print("# sports: real interaction graph, RANDOM features of the real shapes (image 4096-d, text 384-d)")
         for backbone in args.backbones.split(","):
-            ours = TimedModel(dataset, RunConfig(backbone=backbone, mrdib=False, jit_compile=True), "fit")
-            times = {"ours": ([], []), "mmrec": ([], [])}
             model, overrides = BACKBONES[backbone]
+            ours = TimedModel(dataset, _ours_config(backbone, overrides), "fit")
+            times = {"ours": ([], []), "mmrec": ([], [])}
             source = args.soil_src if backbone in AUTHORS_CODE else args.mmrec_src
             for _ in range(args.rounds):
                 for framework in ("ours", "mmrec"):
