@@ -28,7 +28,7 @@ def _setting(default: Any, help: str) -> Any:
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "vbpr": {"reg_weight": 0.3, "alpha_kl": 0.0025588468972196203, "alpha_mi": 0.0002195267243612468,
              "alpha_unique": 0.01273288666978515},
-    "mgcn": {"lr_decay": 0.96, "placement": "features", "prior_scale": "codes", "alpha_kl": 0.002546971728831641,
+    "mgcn": {"lr_decay": 0.96, "placement": "features", "alpha_kl": 0.002546971728831641,
              "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
     "lightgcn": {},
     "freedom": {},
