@@ -40,7 +40,7 @@ from training_speed import TimedModel, load  # the same datasets and timing
 
 from mrdib_tf.experiments.config import RunConfig  # noqa: E402
 
-#: our backbone name -> (the reference's model name, its overrides; ours runs at the same reg_weight, see
+#: our backbone name -> (the reference's model name, its overrides; ours runs at the same loss weights, see
 #: `_ours_config`, and at its defaults otherwise)
 BACKBONES = {
     "vbpr": ("VBPR", {"reg_weight": [1e-4]}),
@@ -56,10 +56,14 @@ AUTHORS_CODE = {"soil"}
 EPOCH_LINE = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
 
 
+#: the reference's loss weights -> ours
+_LOSS_WEIGHTS = {"reg_weight": "reg_weight", "cl_loss": "cl_weight", "cl_loss2": "user_item_cl_weight"}
+
+
 def _ours_config(backbone: str, overrides: dict[str, list]) -> RunConfig:
-    """Our bare backbone at the reference's reg_weight where it sets one (our defaults may be validated ones)."""
-    reg_weight = overrides["reg_weight"][0] if "reg_weight" in overrides else None
-    return RunConfig(backbone=backbone, mrdib=False, jit_compile=True, reg_weight=reg_weight)
+    """Our bare backbone at the reference's loss weights where it sets them (our defaults may be validated ones)."""
+    weights = {ours: overrides[theirs][0] for theirs, ours in _LOSS_WEIGHTS.items() if theirs in overrides}
+    return RunConfig(backbone=backbone, mrdib=False, jit_compile=True, **weights)
 
 
 MMREC_RUNNER = """
