@@ -31,16 +31,25 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "mgcn": {"lr_decay": 0.96, "placement": "features", "alpha_kl": 0.002546971728831641,
              "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
     "lightgcn": {},
-    "freedom": {},
+    # bare FREEDOM's best reg_weight (the grid's edge), and the tune's best trial at it (trial 4 of 5 at 28179dd)
+    "freedom": {"reg_weight": 1e-2, "alpha_kl": 0.0010934666049252147, "alpha_mi": 0.0008884092290049504,
+                "alpha_unique": 0.0010113987089033034},
     # bare DualGNN's best reg_weight, and the tune's best trial at it (trial 5 of 6 at commit 28179dd)
     "dualgnn": {"reg_weight": 1e-3, "alpha_kl": 0.0004928431186673157, "alpha_mi": 0.007640371788699987,
                 "alpha_unique": 0.028530161270910674},
-    # the authors' SOIL.yaml: the decay of MGCN's; their loss reads no reg_weight; their features load frozen
-    "soil": {"lr_decay": 0.96, "reg_weight": 0.0, "fine_tune_features": False},
-    "mmgcn": {"n_layers": 3},  # MMRec's MMGCN runs three layers whatever its config says (backbones/mmgcn.py)
+    # the authors' SOIL.yaml: the decay of MGCN's; their loss reads no reg_weight; their features load frozen.
+    # cl_weight: bare SOIL's best on validation; the alphas: the tune's best trial at it (trial 2 of 5 at
+    # commit 28179dd, the same point as MGCN's: the seed-999 search draws the same early trials)
+    "soil": {"lr_decay": 0.96, "reg_weight": 0.0, "fine_tune_features": False, "cl_weight": 0.001,
+             "alpha_kl": 0.002546971728831641, "alpha_mi": 0.0021994271261692893,
+             "alpha_unique": 0.0013696307242337601},
+    # MMRec's MMGCN runs three layers whatever its config says (backbones/mmgcn.py); the alphas: the tune's
+    # best trial at MMRec's settings (trial 6 of 6 at 28179dd; its best epoch was the first)
+    "mmgcn": {"n_layers": 3, "alpha_kl": 0.030362375250258086, "alpha_mi": 0.03106217462218473,
+              "alpha_unique": 0.0019707488439335403},
 }
 #: MMRec's defaults for the backbones' own settings, and the MRdIB paper's best weights for MGCN (for a
-#: backbone without validated ones of its own).
+#: backbone without validated ones of its own, such as one a user plugs in).
 COMMON_DEFAULTS: dict[str, Any] = {
     "lr_decay": 1.0,
     "reg_weight": 1e-4,

@@ -22,8 +22,8 @@ def test_unset_settings_take_the_backbones_validated_values(backbone):
 
 
 def test_the_multimodal_backbones_have_validated_alphas_of_their_own():
-    for backbone in ("vbpr", "mgcn"):
-        assert set(ALPHAS) <= BACKBONE_DEFAULTS[backbone].keys()
+    for backbone in ("vbpr", "mgcn", "dualgnn", "soil", "mmgcn", "freedom"):
+        assert set(ALPHAS) <= BACKBONE_DEFAULTS[backbone].keys(), backbone
 
 
 def test_the_command_with_no_flags_builds_the_regularizer_with_those_alphas(tmp_path):
