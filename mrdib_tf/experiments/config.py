@@ -22,12 +22,13 @@ def _setting(default: Any, help: str) -> Any:
 
 #: Model settings whose default depends on the backbone: the values chosen on tiktok's validation split
 #: (docs/RESULTS.md, "Defaults", says how). A setting left unset (None) takes its backbone's value here,
-#: else `COMMON_DEFAULTS`'. The alphas are `trainers.tune`'s best trials at seed 999 (VBPR: trial 5 of 8 at
-#: commit 28179dd; MGCN: trial 2 of 5 with the dense encoder, kept since the diagonal one tied it on
-#: validation), kept to the digit so that the default command reproduces them.
+#: else `COMMON_DEFAULTS`'. The alphas are `trainers.tune`'s best trials at seed 999 (each entry says which),
+#: kept to the digit so that the default command reproduces them.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # bare VBPR's best reg_weight, and the tune's best trial at it (trial 5 of 8 at commit 28179dd)
     "vbpr": {"reg_weight": 0.3, "alpha_kl": 0.0025588468972196203, "alpha_mi": 0.0002195267243612468,
              "alpha_unique": 0.01273288666978515},
+    # MMRec's lr decay; the tune's trial 2 of 5 with the dense encoder, kept since the diagonal one tied it
     "mgcn": {"lr_decay": 0.96, "placement": "features", "alpha_kl": 0.002546971728831641,
              "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
     "lightgcn": {},
