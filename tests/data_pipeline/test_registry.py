@@ -90,8 +90,9 @@ def test_unknown_name_lists_places_searched_and_datasets_found(user_data):
     message = str(error.value)
     assert "Unknown dataset 'nope'" in message
     assert f"{DATA}: baby, clothing, sports, tiktok" in message
-    assert f"{user_data}: mine" in message  # 'scratch' has no scratch.inter: not a dataset
-    assert "scratch" not in message
+    found = message.split("Datasets found: ")[1].split(". Put")[0]
+    listed = dict(entry.rsplit(": ", 1) for entry in found.split("; "))
+    assert listed[str(user_data)] == "mine"  # 'scratch' has no scratch.inter: not a dataset
 
 
 def test_shared_data_beside_the_project_is_not_searched(monkeypatch):
