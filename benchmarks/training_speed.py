@@ -7,7 +7,9 @@ with Keras' `Model.fit` as the project does (`fit`: several steps per compiled c
 of the epoch's steps up to `RunConfig.steps_per_execution`), or `fit1`: one step per call, or `loop`: the
 same compiled train step driven by a hand-written loop that reads every step's loss back, as the project
 trained before it moved to `Model.fit`, or `fit2`: `fit` with MRdIB's critics stepping in a second pass after
-the model's (as under loss scaling) instead of from the model's own backward pass. `dense` runs MRdIB's
+the model's (as under loss scaling) instead of from the model's own backward pass, or `fitn`: `fit` with the
+bottleneck's noise drawn inline, where XLA fuses a copy of the draw into each of its consumers, instead of
+once behind a conditional (`mrdib_tf.bottleneck.reparameterization_noise`). `dense` runs MRdIB's
 dense d x d encoder instead of the per-dimension one, `rows=2048` its critics on every positive of the
 batch instead of an even sample of 1,024 (both together: MRdIB as it was before those defaults). The `alpha_*=0` variants drop one MRdIB branch each (the sampled
 bottleneck and its KL; the critic and its step; the unique decoders), which shows what each branch costs.
@@ -43,19 +45,22 @@ from data_pipeline import load_dataset  # noqa: E402
 from data_pipeline.registry import MMREC_DATASETS  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from mrdib_tf import bottleneck  # noqa: E402
 from mrdib_tf.callbacks import EpochStart, FullRankingValidation  # noqa: E402
 from mrdib_tf.experiments.config import RunConfig  # noqa: E402
 from mrdib_tf.experiments.models import build_recommender  # noqa: E402
 from mrdib_tf.experiments.training import EpochReport, compile_for_training  # noqa: E402
 from mrdib_tf.metrics import FullRankingEvaluator  # noqa: E402
+from mrdib_tf.sampling import standard_normal  # noqa: E402
 
 
 def _mrdib_branches(backbone: str) -> list[tuple[str, str, str, dict]]:
-    """The backbone with MRdIB (its default encoder and critic rows), with the dense encoder, with critics on
-    every positive, one pass against two for the critics, then without each branch in turn (alpha 0)."""
+    """The backbone with MRdIB (its default encoder and critic rows), one pass against two for the critics,
+    the noise drawn inline, with the dense encoder, with critics on every positive, then without each branch in turn (alpha 0)."""
     label = f"{backbone:<5} fit  mrdib"
     return [(label, backbone, "fit", {"mrdib": True}),
             (f"{backbone:<5} fit2 mrdib", backbone, "fit2", {"mrdib": True}),
+            (f"{backbone:<5} fitn mrdib inline noise", backbone, "fitn", {"mrdib": True}),
             (f"{label} dense", backbone, "fit", {"mrdib": True, "encoder": "dense"}),
             (f"{label} rows=2048", backbone, "fit", {"mrdib": True, "critic_rows": 2048}),
             (f"{label} dense rows=2048", backbone, "fit", {"mrdib": True, "encoder": "dense", "critic_rows": 2048})] + [
@@ -106,12 +111,17 @@ def load(name: str):
     return dataclasses.replace(dataset, features=features)
 
 
+NOISE_ONCE = bottleneck.reparameterization_noise
+
+
 class TimedModel:
     """A compiled model of one variant and its data; `epochs(k)` trains k more epochs and times them."""
 
     def __init__(self, dataset, config: RunConfig, driver: str) -> None:
         keras.utils.set_random_seed(config.seed)
         self.dataset, self.config, self.driver = dataset, config, driver
+        if driver == "fitn":  # traced (in the warm-up epoch below) with the draw inline
+            bottleneck.reparameterization_noise = standard_normal
         self.model = build_recommender(dataset, config)
         if driver == "fit2":  # the step `Recommender` takes under loss scaling, here without it
             self.model._critic_step_from_model_gradient = lambda: False
@@ -125,6 +135,7 @@ class TimedModel:
         self.step = tf.function(self._step, jit_compile=config.jit_compile)
         self.epochs_done = 0
         self.epochs(1)  # warm-up: tracing and XLA compilation
+        bottleneck.reparameterization_noise = NOISE_ONCE
 
     def _step(self, batch):
         with tf.GradientTape() as tape:
@@ -135,7 +146,7 @@ class TimedModel:
 
     def epochs(self, count: int) -> tuple[list[float], list[float]]:
         """(seconds of each training epoch, seconds of each validation evaluation after it)."""
-        if self.driver in ("fit", "fit2"):
+        if self.driver in ("fit", "fit2", "fitn"):
             report = EpochReport(self.config.valid_metric, verbose=False)
             self.model.fit(self.batches, initial_epoch=self.epochs_done, epochs=self.epochs_done + count,
                            steps_per_epoch=self.steps, verbose=0, shuffle=False,
@@ -183,7 +194,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant")
     args = parser.parse_args()
     backbones = args.backbones.split(",")
-    print(f"{'dataset':<8} {'variant':<28} {'s/epoch':>8} {'ratio':>6} {'s/eval':>7} {'ratio':>6}  (median of {args.repeats})")
+    print(f"{'dataset':<8} {'variant':<32} {'s/epoch':>8} {'ratio':>6} {'s/eval':>7} {'ratio':>6}  (median of {args.repeats})")
     for name in args.datasets.split(","):
         dataset = load(name)
         if name == "sports":
@@ -192,7 +203,7 @@ def main() -> None:
         for label, epochs, evals in time_variants(dataset, backbones, args.variants, args.repeats):
             epoch, evaluation = statistics.median(epochs), statistics.median(evals)
             base_epoch, base_eval = reference.setdefault(label.split()[0], (epoch, evaluation))
-            print(f"{name:<8} {label:<28} {epoch:8.3f} {epoch / base_epoch:6.2f} "
+            print(f"{name:<8} {label:<32} {epoch:8.3f} {epoch / base_epoch:6.2f} "
                   f"{evaluation:7.3f} {evaluation / base_eval:6.2f}", flush=True)
 
 

@@ -6,9 +6,10 @@ import pytest
 import tensorflow as tf
 import keras
 
-from mrdib_tf.bottleneck import ENCODERS, SIGMA_FLOOR, SPREAD_EPSILON
+from mrdib_tf.bottleneck import ENCODERS, SIGMA_FLOOR, SPREAD_EPSILON, reparameterization_noise
 from mrdib_tf.mine import mutual_information
 from mrdib_tf.regularizer import FUSION_UNITS, MRdIBRegularizer
+from mrdib_tf.sampling import standard_normal
 
 DIMS = {"image": 6, "text": 4}
 N_ITEMS, N_USERS = 30, 7
@@ -228,6 +229,17 @@ def test_every_seed_and_modality_has_its_own_noise_stream():
         for second in keys[i + 1 :]:
             correlation = np.corrcoef(draws[first].ravel(), draws[second].ravel())[0, 1]
             assert abs(correlation) < 4 / np.sqrt(draws[first].size), (first, second, correlation)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_noise_drawn_once_behind_its_conditional_is_the_seeds_draw(jit_compile):
+    """The conditional only keeps XLA from recomputing the draw: every step's seed, step 0 included, gives
+    exactly `standard_normal`'s numbers, compiled alike."""
+    once = tf.function(reparameterization_noise, jit_compile=jit_compile)
+    inline = tf.function(standard_normal, jit_compile=jit_compile)
+    for seed in ([7, 0], [7, 1], [123456, 2**31 - 1]):
+        shape, seed = tf.constant([50, 3]), tf.constant(seed, tf.int32)
+        np.testing.assert_array_equal(once(shape, seed).numpy(), inline(shape, seed).numpy())
 
 
 # ---- losses ------------------------------------------------------------------------------------------
