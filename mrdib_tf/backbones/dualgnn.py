@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from mrdib_tf.backbones.base import Backbone, Encode, batch_vectors, check_item_features, rows_of
 from mrdib_tf.backbones.graph import NormalizedGraph, cooccurrence_neighbours, propagate
-from mrdib_tf.backbones.torch_defaults import LEAKY_SLOPE, NORMALIZE_EPSILON, XAVIER_NORMAL, torch_linear
+from mrdib_tf.backbones.torch_defaults import LEAKY_SLOPE, NORMALIZE_EPSILON, torch_linear, xavier_normal
 from mrdib_tf.losses import pairwise_bpr
 
 #: Mixed into the seed of the per-epoch user-graph draws, so they share no stream with other users of the seed.
@@ -46,7 +46,7 @@ def user_graph_weights(counts: np.ndarray, rng: np.random.Generator) -> np.ndarr
 
 def _fused_user_weights(shape, dtype=None):
     """MMRec's `weight_u`: Xavier-normal over [n_users, modalities], then a softmax over the modalities."""
-    return keras.ops.softmax(XAVIER_NORMAL(shape, dtype), axis=-1)
+    return keras.ops.softmax(xavier_normal()(shape, dtype), axis=-1)
 
 
 class DualGNN(Backbone):
@@ -128,7 +128,7 @@ class DualGNN(Backbone):
 
         self.features = {m: self._frozen(f"{m}_features", features[m]) for m in self.modalities}
         self.preferences = {
-            m: self.add_weight(name=f"{m}_preference", shape=(n_users, embedding_dim), initializer=XAVIER_NORMAL)
+            m: self.add_weight(name=f"{m}_preference", shape=(n_users, embedding_dim), initializer=xavier_normal())
             for m in self.modalities
         }
         self.mlps = {

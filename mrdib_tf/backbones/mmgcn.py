@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from mrdib_tf.backbones.base import Backbone, Encode, batch_vectors, check_item_features
 from mrdib_tf.backbones.graph import propagate
-from mrdib_tf.backbones.torch_defaults import LEAKY_SLOPE, NORMALIZE_EPSILON, XAVIER_NORMAL, torch_linear
+from mrdib_tf.backbones.torch_defaults import LEAKY_SLOPE, NORMALIZE_EPSILON, torch_linear, xavier_normal
 from mrdib_tf.losses import pairwise_bpr
 
 #: The width of the latent MLP MMRec gives its vision GCN (`dim_latent=256`).
@@ -123,20 +123,20 @@ class MMGCN(Backbone):
 
         self.features = {m: self._frozen(f"{m}_features", features[m]) for m in self.modalities}
         self.id_embedding = self.add_weight(name="id_embedding", shape=(n_users + n_items, embedding_dim),
-                                            initializer=XAVIER_NORMAL, trainable=trainable_tables)
+                                            initializer=xavier_normal(), trainable=trainable_tables)
         # Built whole, then assigned: Keras tracks the layers of a nested list only when it is assigned.
         preferences, mlps, convs, linears, gates = {}, {}, {}, {}, {}
         for m in self.modalities:
             latent = self.latent_dims[m]
             width = features[m].shape[1] if latent is None else latent
             preferences[m] = self.add_weight(name=f"{m}_preference", shape=(n_users, width),
-                                             initializer=XAVIER_NORMAL, trainable=trainable_tables)
+                                             initializer=xavier_normal(), trainable=trainable_tables)
             if latent is not None:
                 mlps[m] = torch_linear(f"{m}_mlp", features[m].shape[1], latent)
             convs[m], linears[m], gates[m] = [], [], []
             for layer in range(1, n_layers + 1):
                 convs[m].append(self.add_weight(name=f"{m}_conv{layer}", shape=(width, width),
-                                                initializer=XAVIER_NORMAL))
+                                                initializer=xavier_normal()))
                 linears[m].append(torch_linear(f"{m}_linear{layer}", width, embedding_dim, xavier_kernel=True))
                 gate_input = width + embedding_dim if concatenate else width
                 gates[m].append(torch_linear(f"{m}_gate{layer}", gate_input, embedding_dim,

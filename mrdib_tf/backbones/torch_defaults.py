@@ -13,8 +13,16 @@ from mrdib_tf.precision import Dense
 LEAKY_SLOPE = 0.01
 #: PyTorch's `F.normalize` eps, squared: `tf.math.l2_normalize` clips the squared norm.
 NORMALIZE_EPSILON = 1e-24
-#: PyTorch's `nn.init.xavier_normal_`: an untruncated normal, std sqrt(2 / (fan_in + fan_out)).
-XAVIER_NORMAL = keras.initializers.VarianceScaling(1.0, "fan_avg", "untruncated_normal")
+
+
+def xavier_normal() -> keras.initializers.Initializer:
+    """PyTorch's `nn.init.xavier_normal_`: an untruncated normal, std sqrt(2 / (fan_in + fan_out)).
+
+    A new initializer for every weight. Keras fixes an unseeded initializer's seed when it is created, so
+    one shared instance gives every weight of a shape the same values, and one created at import takes
+    its seed before `keras.utils.set_random_seed` runs, so the run's seed does not fix it.
+    """
+    return keras.initializers.VarianceScaling(1.0, "fan_avg", "untruncated_normal")
 
 
 def torch_linear(name: str, input_dim: int, units: int, xavier_kernel: bool = False) -> Dense:
@@ -24,8 +32,9 @@ def torch_linear(name: str, input_dim: int, units: int, xavier_kernel: bool = Fa
     for the bias, which are the same bound.
     """
     bound = 1.0 / math.sqrt(input_dim)
-    default = keras.initializers.RandomUniform(-bound, bound)
-    layer = Dense(units, kernel_initializer=XAVIER_NORMAL if xavier_kernel else default,
-                  bias_initializer=default, name=name)
+    kernel = xavier_normal() if xavier_kernel else keras.initializers.RandomUniform(-bound, bound)
+    # Each weight its own initializer (see `xavier_normal`): with one, the bias was the kernel's first row.
+    layer = Dense(units, kernel_initializer=kernel, bias_initializer=keras.initializers.RandomUniform(-bound, bound),
+                  name=name)
     layer.build((None, input_dim))
     return layer

@@ -60,9 +60,10 @@ class VBPR(Backbone):
         # MMRec's single layer over the concatenated features is Xavier-normal with fan-in the total
         # feature width; each modality's block of it is what its projection here starts as.
         total_width = sum(features[m].shape[1] for m in self.modalities)
-        initializer = keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / (total_width + embedding_dim)))
-        self.projections = {
-            m: Dense(embedding_dim, use_bias=False, kernel_initializer=initializer, name=f"{m}_projection")
+        std = math.sqrt(2.0 / (total_width + embedding_dim))
+        self.projections = {  # an initializer each: one shared would start same-width projections alike
+            m: Dense(embedding_dim, use_bias=False, kernel_initializer=keras.initializers.RandomNormal(stddev=std),
+                     name=f"{m}_projection")
             for m in self.modalities
         }
         for modality, projection in self.projections.items():
