@@ -56,7 +56,8 @@ from mrdib_tf.sampling import standard_normal  # noqa: E402
 
 def _mrdib_branches(backbone: str) -> list[tuple[str, str, str, dict]]:
     """The backbone with MRdIB (its default encoder and critic rows), one pass against two for the critics,
-    the noise drawn inline, with the dense encoder, with critics on every positive, then without each branch in turn (alpha 0)."""
+    the noise drawn inline, with the dense encoder, with critics on every positive, then without each
+    branch in turn (alpha 0)."""
     label = f"{backbone:<5} fit  mrdib"
     return [(label, backbone, "fit", {"mrdib": True}),
             (f"{backbone:<5} fit2 mrdib", backbone, "fit2", {"mrdib": True}),
