@@ -64,8 +64,9 @@ def reparameterization_noise(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     compiler fuses a fresh copy of it into each consumer of the codes (the sample, its batch rows, a
     graph backbone's propagation) and a step computes it several times. XLA does not fuse across a
     conditional, so the draw sits in one whose predicate always holds (the step counter, seed[1], is
-    never negative). On tiktok this cut MRdIB's cost over bare DualGNN from 1.25x to 1.15x an epoch;
-    `benchmarks/training_speed.py` times both forms side by side (its `inline noise` variants).
+    never negative). On tiktok, MRdIB's cost over bare DualGNN is 1.22x an epoch with it and 1.30x with
+    the draw inline (`benchmarks/training_speed.py`, whose `fitn ... inline noise` variants time both forms
+    side by side; docs/RESULTS.md).
     """
     return tf.cond(seed[1] >= 0, lambda: standard_normal(shape, seed), lambda: tf.zeros(shape))
 

@@ -32,9 +32,11 @@ def torch_linear(name: str, input_dim: int, units: int, xavier_kernel: bool = Fa
     for the bias, which are the same bound.
     """
     bound = 1.0 / math.sqrt(input_dim)
-    kernel = xavier_normal() if xavier_kernel else keras.initializers.RandomUniform(-bound, bound)
-    # Each weight its own initializer (see `xavier_normal`): with one, the bias was the kernel's first row.
-    layer = Dense(units, kernel_initializer=kernel, bias_initializer=keras.initializers.RandomUniform(-bound, bound),
-                  name=name)
+
+    def uniform() -> keras.initializers.Initializer:  # one per weight (see `xavier_normal`)
+        return keras.initializers.RandomUniform(-bound, bound)
+
+    layer = Dense(units, kernel_initializer=xavier_normal() if xavier_kernel else uniform(),
+                  bias_initializer=uniform(), name=name)
     layer.build((None, input_dim))
     return layer
