@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from mrdib_tf.losses import bpr_loss, embedding_norm_loss
+from mrdib_tf.losses import bpr_loss, embedding_norm_loss, info_nce
 
 
 def test_bpr_loss_matches_the_definition():
@@ -21,3 +22,36 @@ def test_embedding_norm_loss_is_sum_of_frobenius_norms_over_batch_size():
     b = np.ones((3, 4), dtype=np.float32)
     expected = (np.sqrt((a**2).sum()) + np.sqrt((b**2).sum())) / 3
     np.testing.assert_allclose(float(embedding_norm_loss(tf.constant(a), tf.constant(b))), expected, rtol=1e-6)
+
+
+def _numpy_info_nce(anchors: np.ndarray, positives: np.ndarray, temperature: float) -> float:
+    a = anchors / np.linalg.norm(anchors, axis=1, keepdims=True)
+    p = positives / np.linalg.norm(positives, axis=1, keepdims=True)
+    logits = a @ p.T / temperature
+    return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - np.diag(logits)))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_info_nce_and_its_gradient_match_a_numpy_reference(jit_compile):
+    """The value against the definition; the gradient against central differences of that numpy value."""
+    rng = np.random.default_rng(4)
+    anchors, positives = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradients(a, b):
+        with tf.GradientTape() as tape:
+            tape.watch([a, b])
+            loss = info_nce(a, b, 0.2)
+        return loss, *tape.gradient(loss, [a, b])
+
+    loss, grad_anchors, grad_positives = value_and_gradients(tf.constant(anchors), tf.constant(positives))
+    np.testing.assert_allclose(float(loss), _numpy_info_nce(anchors, positives, 0.2), rtol=1e-10)
+    step = 1e-6
+    for got, which in ((grad_anchors, 0), (grad_positives, 1)):
+        want = np.zeros((6, 3))
+        for index in np.ndindex(6, 3):
+            shifted = [anchors.copy(), positives.copy()], [anchors.copy(), positives.copy()]
+            shifted[0][which][index] += step
+            shifted[1][which][index] -= step
+            want[index] = (_numpy_info_nce(*shifted[0], 0.2) - _numpy_info_nce(*shifted[1], 0.2)) / (2 * step)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-8)
