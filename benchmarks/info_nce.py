@@ -59,7 +59,7 @@ def loss_steps(rows: int, width: int) -> dict[str, tf.types.experimental.Generic
 
     def step():
         with tf.GradientTape() as tape:
-            loss = (losses.info_nce(tables[0], tables[1], 0.2) + losses.info_nce(tables[2], tables[3], 0.2))
+            loss = losses.info_nce(tables[0], tables[1], 0.2) + losses.info_nce(tables[2], tables[3], 0.2)
         return tape.gradient(loss, tables)
 
     steps = {}
@@ -73,10 +73,12 @@ def loss_steps(rows: int, width: int) -> dict[str, tf.types.experimental.Generic
     return steps
 
 
-def report(label: str, seconds: dict[str, list[float]], unit: str) -> None:
+def report(label: str, seconds: dict[str, list[float]], unit: str = "s") -> None:
+    """One line: each form's median (in `unit`, "s" or "ms") and autodiff's over the library's."""
     autodiff, library = (statistics.median(seconds[name]) for name in ("autodiff", "library"))
-    print(f"{label:<34} {autodiff * 1000 if unit == 'ms' else autodiff:9.3f} "
-          f"{library * 1000 if unit == 'ms' else library:9.3f} {unit:<3} {autodiff / library:6.2f}", flush=True)
+    scale = 1000.0 if unit == "ms" else 1.0
+    print(f"{label:<34} {autodiff * scale:9.3f} {library * scale:9.3f} {unit:<3} {autodiff / library:6.2f}",
+          flush=True)
 
 
 def main() -> None:
@@ -107,7 +109,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 for name, timed in models.items():
                     seconds[name].append(timed.epochs(2)[0][-1])  # the second epoch of each turn, as training_speed
-            report(f"{dataset_name} {backbone} bare, s/epoch", seconds, "s")
+            report(f"{dataset_name} {backbone} bare, s/epoch", seconds)
 
 
 if __name__ == "__main__":
