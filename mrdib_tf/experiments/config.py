@@ -25,9 +25,10 @@ def _setting(default: Any, help: str) -> Any:
 #: else `COMMON_DEFAULTS`'. The alphas are `trainers.tune`'s best trials at seed 999 (each entry says which),
 #: kept to the digit so that the default command reproduces them.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
-    # bare VBPR's best reg_weight, and the tune's best trial at it (trial 5 of 8 at commit 28179dd)
-    "vbpr": {"reg_weight": 0.3, "alpha_kl": 0.0025588468972196203, "alpha_mi": 0.0002195267243612468,
-             "alpha_unique": 0.01273288666978515},
+    # bare VBPR's best reg_weight, and the tune's best trial at it (trial 4 of 8, December 6, with the
+    # starting weights commit 13fa0f7 mended)
+    "vbpr": {"reg_weight": 0.3, "alpha_kl": 0.002529233441681338, "alpha_mi": 0.00030643187072396485,
+             "alpha_unique": 0.006471778654612618},
     # MMRec's lr decay; the tune's trial 2 of 5 with the dense encoder, kept since the diagonal one tied it
     "mgcn": {"lr_decay": 0.96, "placement": "features", "alpha_kl": 0.002546971728831641,
              "alpha_mi": 0.0021994271261692893, "alpha_unique": 0.0013696307242337601},
