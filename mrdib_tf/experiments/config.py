@@ -36,9 +36,10 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     # bare FREEDOM's best reg_weight (the grid's edge), and the tune's best trial at it (trial 4 of 5 at 28179dd)
     "freedom": {"reg_weight": 1e-2, "alpha_kl": 0.0010934666049252147, "alpha_mi": 0.0008884092290049504,
                 "alpha_unique": 0.0010113987089033034},
-    # bare DualGNN's best reg_weight, and the tune's best trial at it (trial 5 of 6 at commit 28179dd)
-    "dualgnn": {"reg_weight": 1e-3, "alpha_kl": 0.0004928431186673157, "alpha_mi": 0.007640371788699987,
-                "alpha_unique": 0.028530161270910674},
+    # bare DualGNN's best reg_weight (the grid's edge), and the tune's best trial at it (trial 4 of 6), both
+    # searched on December 6 with the starting weights commit 13fa0f7 mended
+    "dualgnn": {"reg_weight": 1e-1, "alpha_kl": 0.01448193304216141, "alpha_mi": 0.01812099928740215,
+                "alpha_unique": 0.021164330630306625},
     # the authors' SOIL.yaml: the decay of MGCN's; their loss reads no reg_weight; their features load frozen.
     # cl_weight: bare SOIL's best on validation; the alphas: the tune's best trial at it (trial 2 of 5 at
     # commit 28179dd, the same point as MGCN's: the seed-999 search draws the same early trials)
@@ -46,9 +47,9 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
              "alpha_kl": 0.002546971728831641, "alpha_mi": 0.0021994271261692893,
              "alpha_unique": 0.0013696307242337601},
     # MMRec's MMGCN runs three layers whatever its config says (backbones/mmgcn.py); the alphas: the tune's
-    # best trial at MMRec's settings (trial 6 of 6 at 28179dd; its best epoch was the first)
-    "mmgcn": {"n_layers": 3, "alpha_kl": 0.030362375250258086, "alpha_mi": 0.03106217462218473,
-              "alpha_unique": 0.0019707488439335403},
+    # best trial at MMRec's settings (trial 2 of 4, December 6, with the mended starting weights)
+    "mmgcn": {"n_layers": 3, "alpha_kl": 0.002546971728831641, "alpha_mi": 0.0021994271261692893,
+              "alpha_unique": 0.0013696307242337601},
 }
 #: MMRec's defaults for the backbones' own settings, and the MRdIB paper's best weights for MGCN (for a
 #: backbone without validated ones of its own, such as one a user plugs in).
