@@ -33,7 +33,8 @@ def _numpy_info_nce(anchors: np.ndarray, positives: np.ndarray, temperature: flo
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_info_nce_and_its_gradient_match_a_numpy_reference(jit_compile):
-    """The value against the definition; the gradient against central differences of that numpy value."""
+    """The value against the definition; the gradient, scaled as a loss weight scales it, against central
+    differences of that numpy value."""
     rng = np.random.default_rng(4)
     anchors, positives = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
 
@@ -42,7 +43,8 @@ def test_info_nce_and_its_gradient_match_a_numpy_reference(jit_compile):
         with tf.GradientTape() as tape:
             tape.watch([a, b])
             loss = info_nce(a, b, 0.2)
-        return loss, *tape.gradient(loss, [a, b])
+            weighted = 3.0 * loss
+        return loss, *tape.gradient(weighted, [a, b])
 
     loss, grad_anchors, grad_positives = value_and_gradients(tf.constant(anchors), tf.constant(positives))
     np.testing.assert_allclose(float(loss), _numpy_info_nce(anchors, positives, 0.2), rtol=1e-10)
@@ -53,5 +55,5 @@ def test_info_nce_and_its_gradient_match_a_numpy_reference(jit_compile):
             shifted = [anchors.copy(), positives.copy()], [anchors.copy(), positives.copy()]
             shifted[0][which][index] += step
             shifted[1][which][index] -= step
-            want[index] = (_numpy_info_nce(*shifted[0], 0.2) - _numpy_info_nce(*shifted[1], 0.2)) / (2 * step)
+            want[index] = 3.0 * (_numpy_info_nce(*shifted[0], 0.2) - _numpy_info_nce(*shifted[1], 0.2)) / (2 * step)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-8)
