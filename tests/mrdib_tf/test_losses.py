@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from mrdib_tf.losses import bpr_loss, embedding_norm_loss, info_nce
+from tests.mrdib_tf.backbones.test_mgcn import _info_nce as numpy_info_nce
 
 
 def test_bpr_loss_matches_the_definition():
@@ -24,17 +25,10 @@ def test_embedding_norm_loss_is_sum_of_frobenius_norms_over_batch_size():
     np.testing.assert_allclose(float(embedding_norm_loss(tf.constant(a), tf.constant(b))), expected, rtol=1e-6)
 
 
-def _numpy_info_nce(anchors: np.ndarray, positives: np.ndarray, temperature: float) -> float:
-    a = anchors / np.linalg.norm(anchors, axis=1, keepdims=True)
-    p = positives / np.linalg.norm(positives, axis=1, keepdims=True)
-    logits = a @ p.T / temperature
-    return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - np.diag(logits)))
-
-
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_info_nce_and_its_gradient_match_a_numpy_reference(jit_compile):
-    """The value against the definition; the gradient, scaled as a loss weight scales it, against central
-    differences of that numpy value."""
+    """The value against MMRec's formula in numpy; the gradient, scaled as a loss weight scales it, against
+    central differences of that numpy value."""
     rng = np.random.default_rng(4)
     anchors, positives = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
 
@@ -47,7 +41,7 @@ def test_info_nce_and_its_gradient_match_a_numpy_reference(jit_compile):
         return loss, *tape.gradient(weighted, [a, b])
 
     loss, grad_anchors, grad_positives = value_and_gradients(tf.constant(anchors), tf.constant(positives))
-    np.testing.assert_allclose(float(loss), _numpy_info_nce(anchors, positives, 0.2), rtol=1e-10)
+    np.testing.assert_allclose(float(loss), numpy_info_nce(anchors, positives, 0.2), rtol=1e-10)
     step = 1e-6
     for got, which in ((grad_anchors, 0), (grad_positives, 1)):
         want = np.zeros((6, 3))
@@ -55,5 +49,5 @@ def test_info_nce_and_its_gradient_match_a_numpy_reference(jit_compile):
             shifted = [anchors.copy(), positives.copy()], [anchors.copy(), positives.copy()]
             shifted[0][which][index] += step
             shifted[1][which][index] -= step
-            want[index] = 3.0 * (_numpy_info_nce(*shifted[0], 0.2) - _numpy_info_nce(*shifted[1], 0.2)) / (2 * step)
+            want[index] = 3.0 * (numpy_info_nce(*shifted[0], 0.2) - numpy_info_nce(*shifted[1], 0.2)) / (2 * step)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-8)
