@@ -2,9 +2,12 @@
 
 Each RUN is a run folder (config.json + metrics.json) or any folder above run folders (a tune or
 ablation folder, runs/). Runs with the same settings except the seed are pooled: mean ± sample std, n.
+With --paired, a second table sets each MRdIB group against the bare runs of the same settings seed by
+seed: the per-seed differences, on how many seeds MRdIB is higher, and an exact sign-flip p-value.
 
 Example:
     python -m trainers.report runs/ablate-tiktok-vbpr runs/tiktok-vbpr-bare-20261101-120000
+    python -m trainers.report runs/ --paired --metrics recall@5 ndcg@5 recall@20 ndcg@20
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", choices=("test", "valid"), default="test", help="metrics of which split (default: test)")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                         help=f"metric columns (default: {' '.join(DEFAULT_METRICS)})")
+    parser.add_argument("--paired", action="store_true",
+                        help="also set each MRdIB group against the bare runs of the same settings, seed by seed")
     parser.add_argument("--output", type=Path, default=None, help="also write the Markdown table to this file")
     parser.add_argument("--json", type=Path, default=None, help="also write the groups and their runs as JSON")
     return parser.parse_args(argv)
@@ -33,11 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @run_command
 def main(argv: list[str] | None = None) -> int:
     from mrdib_tf.experiments.results import find_runs, read_run
-    from mrdib_tf.experiments.run_report import report_json, report_markdown
+    from mrdib_tf.experiments.run_report import report_json, report_markdown, report_paired_markdown
 
     args = parse_args(argv)
     records = [read_run(folder) for folder in find_runs(args.runs)]
     table = report_markdown(records, args.split, args.metrics)
+    if args.paired:
+        table += "\n" + report_paired_markdown(records, args.split, args.metrics)
     data = report_json(records, args.split, args.metrics) if args.json else None
     print(table)
     if args.output:

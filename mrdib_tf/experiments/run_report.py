@@ -2,7 +2,9 @@
 
 Groups are dataset x backbone x MRdIB on/off x alphas, and any other setting that differs between runs
 (epochs, lr, ...) splits groups too, so runs that are not comparable are never averaged together; the
-settings that vary are shown per row, the ones all runs share are listed under the table.
+settings that vary are shown per row, the ones all runs share are listed under the table. The paired
+table sets each MRdIB group against the bare group of the same settings, seed by seed
+(`mrdib_tf.experiments.paired`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mrdib_tf.experiments.paired import paired_cell, paired_difference
 from mrdib_tf.experiments.results import (
     GroupSummary, RunRecord, aggregate, experiment_settings, markdown_table, mean_std_cell,
 )
@@ -21,6 +24,11 @@ SHOWN = ("dataset", "data_dir", "backbone", "mrdib", "alpha_kl", "alpha_mi", "al
 
 def _key(record: RunRecord) -> tuple:
     return tuple(sorted(experiment_settings(record.config).items(), key=lambda kv: kv[0]))
+
+
+def _bare_key(record: RunRecord) -> tuple:
+    """The key of the bare runs this run is compared with: its own settings, MRdIB off."""
+    return tuple(sorted(experiment_settings(record.config.replace(mrdib=False)).items(), key=lambda kv: kv[0]))
 
 
 def _orderable(value: Any) -> tuple:
@@ -84,6 +92,45 @@ def report_markdown(records: Sequence[RunRecord], split: str = "test",
     if repeated:
         lines.append("Warning: groups with a repeated seed (the same run counted more than once?): "
                      + "; ".join(repeated) + ".\n")
+    return "\n".join(lines)
+
+
+def _by_seed(runs: Sequence[RunRecord], split: str, metric: str) -> dict[int, float]:
+    return {r.config.seed: getattr(r.summary, split)[metric] for r in runs}
+
+
+def report_paired_markdown(records: Sequence[RunRecord], split: str = "test",
+                           metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+    """Each MRdIB group against the bare group of the same settings, on the seeds both have.
+
+    Per metric: the change of the means, then the mean ± sample std of the per-seed differences, on how
+    many seeds MRdIB is higher, and the exact sign-flip p-value. Groups without a bare counterpart, or
+    sharing no seed with it, are named under the table.
+    """
+    groups = group_runs(records, split, metrics)
+    by_key = {summary.key: runs for summary, runs in groups}
+    headers = ["dataset", "backbone", "alpha_kl", "alpha_mi", "alpha_unique", "pairs", "seeds",
+               *(f"{split} {m}" for m in metrics)]
+    rows, unpaired = [], []
+    for summary, runs in groups:
+        config = runs[0].config
+        if not config.mrdib:
+            continue
+        bare = by_key.get(_bare_key(runs[0]), [])
+        pairs = [paired_difference(_by_seed(runs, split, m), _by_seed(bare, split, m)) for m in metrics]
+        if pairs[0] is None:
+            unpaired.append(f"{config.dataset_name}/{config.backbone} ({runs[0].run_dir})")
+            continue
+        rows.append([config.dataset_name, config.backbone,
+                     *(f"{getattr(config, a):g}" for a in ("alpha_kl", "alpha_mi", "alpha_unique")),
+                     len(pairs[0].seeds), ", ".join(map(str, pairs[0].seeds)), *map(paired_cell, pairs)])
+    lines = [
+        "MRdIB against bare runs of the same settings and seeds: change of the means (mean ± sample std of "
+        "the per-seed differences, seeds where MRdIB is higher, exact two-sided sign-flip p-value).\n",
+        markdown_table(headers, rows),
+    ]
+    if unpaired:
+        lines.append("No bare run of the same settings and seeds for: " + "; ".join(unpaired) + ".\n")
     return "\n".join(lines)
 
 

@@ -33,3 +33,14 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert report.main([str(tmp_path / "empty")]) == 2
     assert "no finished run below it" in capsys.readouterr().err
+
+
+def test_report_paired_table(tmp_path, capsys):
+    for seed, recall in ((1, 0.10), (2, 0.12)):
+        write_run_folder(tmp_path / f"full-{seed}", FULL.replace(seed=seed), test={"recall@20": recall})
+        write_run_folder(tmp_path / f"bare-{seed}", FULL.replace(mrdib=False, seed=seed), test={"recall@20": recall - 0.01 * seed})
+
+    assert report.main([str(tmp_path), "--paired", "--metrics", "recall@20"]) == 0
+    printed = capsys.readouterr().out
+    # differences .01 and .02: mean .015, std .0071; means .11 against .095
+    assert "| fake | vbpr | 0.005 | 0.05 | 0.005 | 2 | 1, 2 | +15.8% (+0.0150 ± 0.0071, 2/2 up, p 0.5) |" in printed

@@ -1,0 +1,49 @@
+"""Paired comparison seed by seed: hand-worked sign-flip p-values and differences, and the paired table."""
+
+import math
+
+import pytest
+
+from mrdib_tf.experiments.paired import paired_cell, paired_difference, sign_flip_p_value
+from mrdib_tf.experiments.run_report import report_paired_markdown
+from tests.mrdib_tf.experiments.test_run_report import METRICS, _records
+
+
+@pytest.mark.parametrize("differences, expected", [
+    ([1.0, 2.0, 3.0], 2 / 8),        # only all-plus and all-minus reach |mean| 2
+    ([4.0, 1.0, 1.0, 1.0], 2 / 16),  # sums of +-4 +-1 +-1 +-1: only +-7 reach 7
+    ([0.02, -0.01, 0.05], 4 / 8),    # |sums| of +-.02 +-.01 +-.05: .08 and .06 twice each reach .06
+    ([1.0, -1.0], 1.0),              # mean 0: every assignment is as far from 0
+    ([0.5], 1.0),
+])
+def test_sign_flip_p_value_matches_hand_enumeration(differences, expected):
+    assert sign_flip_p_value(differences) == pytest.approx(expected)
+
+
+def test_sign_flip_p_value_rejects_empty_and_oversized_inputs():
+    with pytest.raises(ValueError, match="1 to 20 differences"):
+        sign_flip_p_value([])
+    with pytest.raises(ValueError, match="1 to 20 differences"):
+        sign_flip_p_value([1.0] * 21)
+
+
+def test_paired_difference_uses_shared_seeds_only():
+    difference = paired_difference({1: 0.10, 2: 0.12, 3: 0.17}, {1: 0.08, 2: 0.13, 3: 0.12, 4: 0.5})
+    assert difference.seeds == (1, 2, 3)
+    assert difference.mean == pytest.approx(0.02)                      # .02, -.01, .05
+    assert difference.std == pytest.approx(math.sqrt((0.0 + 0.03**2 + 0.03**2) / 2))
+    assert difference.higher == 2
+    assert difference.relative_change == pytest.approx(0.13 / 0.11 - 1)
+    assert difference.p_value == pytest.approx(0.5)
+    assert paired_cell(difference) == "+18.2% (+0.0200 ± 0.0300, 2/3 up, p 0.5)"
+    assert paired_difference({1: 0.1}, {2: 0.1}) is None
+    assert paired_difference({1: 0.3}, {1: 0.2}).std is None
+
+
+def test_paired_table_sets_each_mrdib_group_against_its_bare_settings(tmp_path):
+    table = report_paired_markdown(_records(tmp_path), "test", METRICS)
+    # full (seeds 1-3) against bare (seeds 1, 2): recall@20 .10 - .08, .12 - .09; ndcg@20 .05 - .04, .06 - .05
+    assert ("| fake | vbpr | 0.005 | 0.05 | 0.005 | 2 | 1, 2 | +29.4% (+0.0250 ± 0.0071, 2/2 up, p 0.5) "
+            "| +22.2% (+0.0100 ± 0.0000, 2/2 up, p 0.5) |") in table
+    assert "lightgcn" not in table.split("No bare run")[0]             # a bare group is never a method row
+    assert "No bare run of the same settings and seeds for: fake/vbpr" in table and "slow-lr" in table
