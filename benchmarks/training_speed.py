@@ -11,7 +11,9 @@ the model's (as under loss scaling) instead of from the model's own backward pas
 bottleneck's noise drawn inline, where XLA fuses a copy of the draw into each of its consumers, instead of
 once behind a conditional (`mrdib_tf.bottleneck.reparameterization_noise`). `dense` runs MRdIB's
 dense d x d encoder instead of the per-dimension one, `rows=2048` its critics on every positive of the
-batch instead of an even sample of 1,024 (both together: MRdIB as it was before those defaults). The `alpha_*=0` variants drop one MRdIB branch each (the sampled
+batch instead of an even sample of 1,024 (both together: MRdIB as it was before those defaults),
+`off main path` keeps the backbone on its clean representations, so the bottleneck encodes only the
+batch's rows. The `alpha_*=0` variants drop one MRdIB branch each (the sampled
 bottleneck and its KL; the critic and its step; the unique decoders), which shows what each branch costs.
 
     python benchmarks/training_speed.py                       # tiktok and sports: VBPR, LightGCN, MGCN, FREEDOM
@@ -56,15 +58,16 @@ from mrdib_tf.sampling import standard_normal  # noqa: E402
 
 def _mrdib_branches(backbone: str) -> list[tuple[str, str, str, dict]]:
     """The backbone with MRdIB (its default encoder and critic rows), one pass against two for the critics,
-    the noise drawn inline, with the dense encoder, with critics on every positive, then without each
-    branch in turn (alpha 0)."""
+    the noise drawn inline, with the dense encoder, with critics on every positive, with the codes off the
+    main path, then without each branch in turn (alpha 0)."""
     label = f"{backbone:<5} fit  mrdib"
     return [(label, backbone, "fit", {"mrdib": True}),
             (f"{backbone:<5} fit2 mrdib", backbone, "fit2", {"mrdib": True}),
             (f"{backbone:<5} fitn mrdib inline noise", backbone, "fitn", {"mrdib": True}),
             (f"{label} dense", backbone, "fit", {"mrdib": True, "encoder": "dense"}),
             (f"{label} rows=2048", backbone, "fit", {"mrdib": True, "critic_rows": 2048}),
-            (f"{label} dense rows=2048", backbone, "fit", {"mrdib": True, "encoder": "dense", "critic_rows": 2048})] + [
+            (f"{label} dense rows=2048", backbone, "fit", {"mrdib": True, "encoder": "dense", "critic_rows": 2048}),
+            (f"{label} off main path", backbone, "fit", {"mrdib": True, "codes_on_main_path": False})] + [
         (f"{label} {alpha}=0", backbone, "fit", {"mrdib": True, alpha: 0.0})
         for alpha in ("alpha_kl", "alpha_mi", "alpha_unique")
     ]
