@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mrdib_tf.experiments.paired import paired_cell, paired_difference
+from mrdib_tf.experiments.paired import PairedDifference, paired_cell, paired_difference
 from mrdib_tf.experiments.results import (
     GroupSummary, RunRecord, aggregate, experiment_settings, markdown_table, mean_std_cell,
 )
@@ -50,12 +50,11 @@ def group_runs(records: Sequence[RunRecord], split: str, metrics: Sequence[str])
     return [(s, [r for r in ordered if _key(r) == s.key]) for s in summaries]
 
 
-def _varying_settings(groups: Sequence[tuple[GroupSummary, list[RunRecord]]]) -> tuple[list[str], dict[str, Any]]:
+def _varying_settings(settings: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
     """(settings whose value differs between the groups that have them, the others with their one value).
 
     A bare run has no MRdIB settings: `fusion_head` varies only if MRdIB runs disagree on it.
     """
-    settings = [dict(summary.key) for summary, _ in groups]
     names = sorted({name for s in settings for name in s} - set(SHOWN))
     values = {n: {repr(s[n]): s[n] for s in settings if n in s} for n in names}
     varying = [n for n in names if len(values[n]) > 1]
@@ -67,7 +66,7 @@ def report_markdown(records: Sequence[RunRecord], split: str = "test",
                     metrics: Sequence[str] = DEFAULT_METRICS) -> str:
     """The Markdown comparison table: mean ± sample std over seeds, n runs, the seeds used."""
     groups = group_runs(records, split, metrics)
-    varying, shared = _varying_settings(groups)
+    varying, shared = _varying_settings([dict(summary.key) for summary, _ in groups])
     headers = ["dataset", "backbone", "MRdIB", "alpha_kl", "alpha_mi", "alpha_unique",
                *(["other settings"] if varying else []), "n", "seeds", *(f"{split} {m}" for m in metrics)]
     rows, repeated = [], []
@@ -99,30 +98,44 @@ def _by_seed(runs: Sequence[RunRecord], split: str, metric: str) -> dict[int, fl
     return {r.config.seed: getattr(r.summary, split)[metric] for r in runs}
 
 
+def paired_groups(records: Sequence[RunRecord], split: str, metrics: Sequence[str]
+                  ) -> tuple[list[tuple[list[RunRecord], list[PairedDifference]]], list[list[RunRecord]]]:
+    """(each MRdIB group's runs with its `PairedDifference` per metric against the bare runs of the same
+    settings, the MRdIB groups that share no seed with such bare runs)."""
+    groups = group_runs(records, split, metrics)
+    by_key = {summary.key: runs for summary, runs in groups}
+    paired, unpaired = [], []
+    for _, runs in groups:
+        if not runs[0].config.mrdib:
+            continue
+        bare = by_key.get(_bare_key(runs[0]), [])
+        pairs = [paired_difference(_by_seed(runs, split, m), _by_seed(bare, split, m)) for m in metrics]
+        if pairs[0] is None:
+            unpaired.append(runs)
+        else:
+            paired.append((runs, pairs))
+    return paired, unpaired
+
+
 def report_paired_markdown(records: Sequence[RunRecord], split: str = "test",
                            metrics: Sequence[str] = DEFAULT_METRICS) -> str:
     """Each MRdIB group against the bare group of the same settings, on the seeds both have.
 
     Per metric: the change of the means, then the mean ± sample std of the per-seed differences, on how
-    many seeds MRdIB is higher, and the exact sign-flip p-value. Groups without a bare counterpart, or
-    sharing no seed with it, are named under the table.
+    many seeds MRdIB is higher, and the exact sign-flip p-value. Settings that vary between the MRdIB
+    groups besides the alphas are shown per row; groups without a bare counterpart, or sharing no seed
+    with it, are named under the table.
     """
-    groups = group_runs(records, split, metrics)
-    by_key = {summary.key: runs for summary, runs in groups}
-    headers = ["dataset", "backbone", "alpha_kl", "alpha_mi", "alpha_unique", "pairs", "seeds",
-               *(f"{split} {m}" for m in metrics)]
-    rows, unpaired = [], []
-    for summary, runs in groups:
-        config = runs[0].config
-        if not config.mrdib:
-            continue
-        bare = by_key.get(_bare_key(runs[0]), [])
-        pairs = [paired_difference(_by_seed(runs, split, m), _by_seed(bare, split, m)) for m in metrics]
-        if pairs[0] is None:
-            unpaired.append(f"{config.dataset_name}/{config.backbone} ({runs[0].run_dir})")
-            continue
+    paired, unpaired = paired_groups(records, split, metrics)
+    varying, _ = _varying_settings([dict(_key(runs[0])) for runs, _ in paired])
+    headers = ["dataset", "backbone", "alpha_kl", "alpha_mi", "alpha_unique",
+               *(["other settings"] if varying else []), "pairs", "seeds", *(f"{split} {m}" for m in metrics)]
+    rows = []
+    for runs, pairs in paired:
+        config, settings = runs[0].config, dict(_key(runs[0]))
+        other = [", ".join(f"{n}={settings.get(n, '-')}" for n in varying)] if varying else []
         rows.append([config.dataset_name, config.backbone,
-                     *(f"{getattr(config, a):g}" for a in ("alpha_kl", "alpha_mi", "alpha_unique")),
+                     *(f"{getattr(config, a):g}" for a in ("alpha_kl", "alpha_mi", "alpha_unique")), *other,
                      len(pairs[0].seeds), ", ".join(map(str, pairs[0].seeds)), *map(paired_cell, pairs)])
     lines = [
         "MRdIB against bare runs of the same settings and seeds: change of the means (mean ± sample std of "
@@ -130,16 +143,24 @@ def report_paired_markdown(records: Sequence[RunRecord], split: str = "test",
         markdown_table(headers, rows),
     ]
     if unpaired:
-        lines.append("No bare run of the same settings and seeds for: " + "; ".join(unpaired) + ".\n")
+        lines.append("No bare run of the same settings and seeds for: " + "; ".join(
+            f"{runs[0].config.dataset_name}/{runs[0].config.backbone} ({runs[0].run_dir})" for runs in unpaired) + ".\n")
     return "\n".join(lines)
 
 
 def report_json(records: Sequence[RunRecord], split: str = "test",
                 metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, Any]:
-    """The groups behind the table: their settings, summaries and runs."""
+    """The groups behind the tables: their settings, summaries and runs, and each MRdIB group's paired view."""
+    paired, _ = paired_groups(records, split, metrics)
     return {"split": split, "metrics": list(metrics), "groups": [
         {"settings": dict(summary.key), "n": summary.n, "mean": summary.mean, "std": summary.std,
          "runs": [{"run_dir": str(r.run_dir), "seed": r.config.seed, split: getattr(r.summary, split)}
                   for r in runs]}
         for summary, runs in group_runs(records, split, metrics)
+    ], "paired": [
+        {"settings": dict(_key(runs[0])), "seeds": list(pairs[0].seeds), "against_bare": {
+            m: {"relative_change": d.relative_change, "mean_difference": d.mean, "std_difference": d.std,
+                "higher": d.higher, "p_value": d.p_value}
+            for m, d in zip(metrics, pairs)}}
+        for runs, pairs in paired
     ]}

@@ -5,8 +5,10 @@ import math
 import pytest
 
 from mrdib_tf.experiments.paired import paired_cell, paired_difference, sign_flip_p_value
-from mrdib_tf.experiments.run_report import report_paired_markdown
-from tests.mrdib_tf.experiments.test_run_report import METRICS, _records
+from mrdib_tf.experiments.results import read_run
+from mrdib_tf.experiments.run_report import report_json, report_paired_markdown
+from tests.mrdib_tf.experiments.test_run_report import FULL, METRICS, _records
+from tests.run_folders import write_run_folder
 
 
 @pytest.mark.parametrize("differences, expected", [
@@ -44,6 +46,24 @@ def test_paired_table_sets_each_mrdib_group_against_its_bare_settings(tmp_path):
     table = report_paired_markdown(_records(tmp_path), "test", METRICS)
     # full (seeds 1-3) against bare (seeds 1, 2): recall@20 .10 - .08, .12 - .09; ndcg@20 .05 - .04, .06 - .05
     assert ("| fake | vbpr | 0.005 | 0.05 | 0.005 | 2 | 1, 2 | +29.4% (+0.0250 ± 0.0071, 2/2 up, p 0.5) "
-            "| +22.2% (+0.0100 ± 0.0000, 2/2 up, p 0.5) |") in table
+            "| +22.2% (+0.0100 ± 0.0000, 2/2 up, p 0.5) |") in table          # one paired group: no other column
     assert "lightgcn" not in table.split("No bare run")[0]             # a bare group is never a method row
     assert "No bare run of the same settings and seeds for: fake/vbpr" in table and "slow-lr" in table
+
+
+def test_paired_json_and_settings_that_tell_mrdib_groups_apart(tmp_path):
+    records = _records(tmp_path)
+    off_path = FULL.replace(codes_on_main_path=False)
+    records += [read_run(write_run_folder(tmp_path / f"off-{seed}", off_path.replace(seed=seed),
+                                          test={"recall@20": r, "ndcg@20": 0.05})) for seed, r in ((1, 0.07), (2, 0.10))]
+    table = report_paired_markdown(records, "test", METRICS)
+    # two paired MRdIB groups with the same alphas: the setting that tells them apart gets a column.
+    # Off the main path against bare: .07 - .08 and .10 - .09, mean 0, std sqrt(2) * .01
+    assert ("| fake | vbpr | 0.005 | 0.05 | 0.005 | codes_on_main_path=False | 2 | 1, 2 | "
+            "+0.0% (+0.0000 ± 0.0141, 1/2 up, p 1) |") in table
+    assert "| codes_on_main_path=True | 2 | 1, 2 | +29.4% (+0.0250 ± 0.0071, 2/2 up, p 0.5) |" in table
+    data = report_json(records, "test", ["recall@20"])
+    full = next(p for p in data["paired"] if p["settings"]["codes_on_main_path"] and p["settings"]["lr"] == 1e-3)
+    assert full["seeds"] == [1, 2]
+    assert full["against_bare"]["recall@20"]["mean_difference"] == pytest.approx(0.025)
+    assert full["against_bare"]["recall@20"]["higher"] == 2 and full["against_bare"]["recall@20"]["p_value"] == 0.5
