@@ -98,10 +98,15 @@ def _by_seed(runs: Sequence[RunRecord], split: str, metric: str) -> dict[int, fl
     return {r.config.seed: getattr(r.summary, split)[metric] for r in runs}
 
 
+def _has_repeated_seed(runs: Sequence[RunRecord]) -> bool:
+    return len({r.config.seed for r in runs}) < len(runs)
+
+
 def paired_groups(records: Sequence[RunRecord], split: str, metrics: Sequence[str]
-                  ) -> tuple[list[tuple[list[RunRecord], list[PairedDifference]]], list[list[RunRecord]]]:
+                  ) -> tuple[list[tuple[list[RunRecord], list[PairedDifference]]], list[tuple[list[RunRecord], str]]]:
     """(each MRdIB group's runs with its `PairedDifference` per metric against the bare runs of the same
-    settings, the MRdIB groups that share no seed with such bare runs)."""
+    settings, the MRdIB groups that cannot be paired with why: no bare run on a shared seed, or a seed
+    run twice on either side, which would leave the pairing ambiguous)."""
     groups = group_runs(records, split, metrics)
     by_key = {summary.key: runs for summary, runs in groups}
     paired, unpaired = [], []
@@ -109,9 +114,12 @@ def paired_groups(records: Sequence[RunRecord], split: str, metrics: Sequence[st
         if not runs[0].config.mrdib:
             continue
         bare = by_key.get(_bare_key(runs[0]), [])
+        if _has_repeated_seed(runs) or _has_repeated_seed(bare):
+            unpaired.append((runs, "a seed run twice"))
+            continue
         pairs = [paired_difference(_by_seed(runs, split, m), _by_seed(bare, split, m)) for m in metrics]
         if pairs[0] is None:
-            unpaired.append(runs)
+            unpaired.append((runs, "no bare run of the same settings on a shared seed"))
         else:
             paired.append((runs, pairs))
     return paired, unpaired
@@ -143,8 +151,9 @@ def report_paired_markdown(records: Sequence[RunRecord], split: str = "test",
         markdown_table(headers, rows),
     ]
     if unpaired:
-        lines.append("No bare run of the same settings and seeds for: " + "; ".join(
-            f"{runs[0].config.dataset_name}/{runs[0].config.backbone} ({runs[0].run_dir})" for runs in unpaired) + ".\n")
+        lines.append("Not paired: " + "; ".join(
+            f"{runs[0].config.dataset_name}/{runs[0].config.backbone} ({runs[0].run_dir}): {reason}"
+            for runs, reason in unpaired) + ".\n")
     return "\n".join(lines)
 
 

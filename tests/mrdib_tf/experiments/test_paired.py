@@ -47,8 +47,16 @@ def test_paired_table_sets_each_mrdib_group_against_its_bare_settings(tmp_path):
     # full (seeds 1-3) against bare (seeds 1, 2): recall@20 .10 - .08, .12 - .09; ndcg@20 .05 - .04, .06 - .05
     assert ("| fake | vbpr | 0.005 | 0.05 | 0.005 | 2 | 1, 2 | +29.4% (+0.0250 ± 0.0071, 2/2 up, p 0.5) "
             "| +22.2% (+0.0100 ± 0.0000, 2/2 up, p 0.5) |") in table          # one paired group: no other column
-    assert "lightgcn" not in table.split("No bare run")[0]             # a bare group is never a method row
-    assert "No bare run of the same settings and seeds for: fake/vbpr" in table and "slow-lr" in table
+    assert "lightgcn" not in table                                      # a bare group is never a method row
+    assert "Not paired: fake/vbpr" in table and "slow-lr): no bare run of the same settings on a shared seed" in table
+
+
+def test_a_seed_run_twice_is_not_paired(tmp_path):
+    records = _records(tmp_path)
+    records.append(read_run(write_run_folder(tmp_path / "bare-1-again", FULL.replace(mrdib=False, seed=1),
+                                             test={"recall@20": 0.5, "ndcg@20": 0.5})))
+    table = report_paired_markdown(records, "test", METRICS)
+    assert "+29.4%" not in table and "full-1): a seed run twice" in table
 
 
 def test_paired_json_and_settings_that_tell_mrdib_groups_apart(tmp_path):
