@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mrdib_tf.experiments.config import RunConfig
 from mrdib_tf.experiments.paired import PairedDifference, paired_cell, paired_difference
 from mrdib_tf.experiments.results import (
     GroupSummary, RunRecord, aggregate, experiment_settings, markdown_table, mean_std_cell,
@@ -22,13 +23,17 @@ DEFAULT_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 SHOWN = ("dataset", "data_dir", "backbone", "mrdib", "alpha_kl", "alpha_mi", "alpha_unique")
 
 
+def _settings_key(config: RunConfig) -> tuple:
+    return tuple(sorted(experiment_settings(config).items(), key=lambda kv: kv[0]))
+
+
 def _key(record: RunRecord) -> tuple:
-    return tuple(sorted(experiment_settings(record.config).items(), key=lambda kv: kv[0]))
+    return _settings_key(record.config)
 
 
 def _bare_key(record: RunRecord) -> tuple:
     """The key of the bare runs this run is compared with: its own settings, MRdIB off."""
-    return tuple(sorted(experiment_settings(record.config.replace(mrdib=False)).items(), key=lambda kv: kv[0]))
+    return _settings_key(record.config.replace(mrdib=False))
 
 
 def _orderable(value: Any) -> tuple:
@@ -62,6 +67,19 @@ def _varying_settings(settings: Sequence[dict[str, Any]]) -> tuple[list[str], di
     return varying, shared
 
 
+def _alpha_cells(config: RunConfig) -> list[str]:
+    return [f"{getattr(config, a):g}" if config.mrdib else "-" for a in ("alpha_kl", "alpha_mi", "alpha_unique")]
+
+
+def _other_settings_cell(settings: dict[str, Any], varying: Sequence[str]) -> list[str]:
+    """The "other settings" cell of a row (none when no setting varies)."""
+    return [", ".join(f"{n}={settings.get(n, '-')}" for n in varying)] if varying else []
+
+
+def _has_repeated_seed(runs: Sequence[RunRecord]) -> bool:
+    return len({r.config.seed for r in runs}) < len(runs)
+
+
 def report_markdown(records: Sequence[RunRecord], split: str = "test",
                     metrics: Sequence[str] = DEFAULT_METRICS) -> str:
     """The Markdown comparison table: mean ± sample std over seeds, n runs, the seeds used."""
@@ -72,14 +90,11 @@ def report_markdown(records: Sequence[RunRecord], split: str = "test",
     rows, repeated = [], []
     for summary, runs in groups:
         config = runs[0].config
-        settings = dict(summary.key)
-        alphas = [f"{getattr(config, a):g}" if config.mrdib else "-" for a in ("alpha_kl", "alpha_mi", "alpha_unique")]
         seeds = sorted(r.config.seed for r in runs)
-        if len(set(seeds)) < len(seeds):
+        if _has_repeated_seed(runs):
             repeated.append(f"{config.dataset_name}/{config.backbone} ({', '.join(str(r.run_dir) for r in runs)})")
-        other = [", ".join(f"{n}={settings.get(n, '-')}" for n in varying)] if varying else []
-        rows.append([config.dataset_name, config.backbone, "on" if config.mrdib else "off", *alphas, *other,
-                     summary.n, ", ".join(map(str, seeds)),
+        rows.append([config.dataset_name, config.backbone, "on" if config.mrdib else "off", *_alpha_cells(config),
+                     *_other_settings_cell(dict(summary.key), varying), summary.n, ", ".join(map(str, seeds)),
                      *(mean_std_cell(summary.mean[m], summary.std[m]) for m in metrics)])
     lines = [
         f"{len(records)} finished runs in {len(groups)} groups. {split.capitalize()} metrics at each run's best "
@@ -98,16 +113,11 @@ def _by_seed(runs: Sequence[RunRecord], split: str, metric: str) -> dict[int, fl
     return {r.config.seed: getattr(r.summary, split)[metric] for r in runs}
 
 
-def _has_repeated_seed(runs: Sequence[RunRecord]) -> bool:
-    return len({r.config.seed for r in runs}) < len(runs)
-
-
-def paired_groups(records: Sequence[RunRecord], split: str, metrics: Sequence[str]
+def paired_groups(groups: Sequence[tuple[GroupSummary, list[RunRecord]]], split: str, metrics: Sequence[str]
                   ) -> tuple[list[tuple[list[RunRecord], list[PairedDifference]]], list[tuple[list[RunRecord], str]]]:
-    """(each MRdIB group's runs with its `PairedDifference` per metric against the bare runs of the same
-    settings, the MRdIB groups that cannot be paired with why: no bare run on a shared seed, or a seed
-    run twice on either side, which would leave the pairing ambiguous)."""
-    groups = group_runs(records, split, metrics)
+    """Of `group_runs`' groups: (each MRdIB group's runs with its `PairedDifference` per metric against the
+    bare runs of the same settings, the MRdIB groups that cannot be paired with why: no bare run on a shared
+    seed, or a seed run twice on either side, which would leave the pairing ambiguous)."""
     by_key = {summary.key: runs for summary, runs in groups}
     paired, unpaired = [], []
     for _, runs in groups:
@@ -130,24 +140,24 @@ def report_paired_markdown(records: Sequence[RunRecord], split: str = "test",
     """Each MRdIB group against the bare group of the same settings, on the seeds both have.
 
     Per metric: the change of the means, then the mean ± sample std of the per-seed differences, on how
-    many seeds MRdIB is higher, and the exact sign-flip p-value. Settings that vary between the MRdIB
+    many seeds MRdIB is higher, and the sign-flip p-value. Settings that vary between the MRdIB
     groups besides the alphas are shown per row; groups without a bare counterpart, or sharing no seed
     with it, are named under the table.
     """
-    paired, unpaired = paired_groups(records, split, metrics)
+    paired, unpaired = paired_groups(group_runs(records, split, metrics), split, metrics)
     varying, _ = _varying_settings([dict(_key(runs[0])) for runs, _ in paired])
     headers = ["dataset", "backbone", "alpha_kl", "alpha_mi", "alpha_unique",
                *(["other settings"] if varying else []), "pairs", "seeds", *(f"{split} {m}" for m in metrics)]
     rows = []
     for runs, pairs in paired:
-        config, settings = runs[0].config, dict(_key(runs[0]))
-        other = [", ".join(f"{n}={settings.get(n, '-')}" for n in varying)] if varying else []
-        rows.append([config.dataset_name, config.backbone,
-                     *(f"{getattr(config, a):g}" for a in ("alpha_kl", "alpha_mi", "alpha_unique")), *other,
-                     len(pairs[0].seeds), ", ".join(map(str, pairs[0].seeds)), *map(paired_cell, pairs)])
+        config = runs[0].config
+        rows.append([config.dataset_name, config.backbone, *_alpha_cells(config),
+                     *_other_settings_cell(dict(_key(runs[0])), varying), len(pairs[0].seeds),
+                     ", ".join(map(str, pairs[0].seeds)), *map(paired_cell, pairs)])
     lines = [
         "MRdIB against bare runs of the same settings and seeds: change of the means (mean ± sample std of "
-        "the per-seed differences, seeds where MRdIB is higher, exact two-sided sign-flip p-value).\n",
+        "the per-seed differences, seeds where MRdIB is higher, two-sided sign-flip p-value: exact up to 16 "
+        "seeds, sampled above).\n",
         markdown_table(headers, rows),
     ]
     if unpaired:
@@ -160,12 +170,13 @@ def report_paired_markdown(records: Sequence[RunRecord], split: str = "test",
 def report_json(records: Sequence[RunRecord], split: str = "test",
                 metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, Any]:
     """The groups behind the tables: their settings, summaries and runs, and each MRdIB group's paired view."""
-    paired, _ = paired_groups(records, split, metrics)
+    groups = group_runs(records, split, metrics)
+    paired, _ = paired_groups(groups, split, metrics)
     return {"split": split, "metrics": list(metrics), "groups": [
         {"settings": dict(summary.key), "n": summary.n, "mean": summary.mean, "std": summary.std,
          "runs": [{"run_dir": str(r.run_dir), "seed": r.config.seed, split: getattr(r.summary, split)}
                   for r in runs]}
-        for summary, runs in group_runs(records, split, metrics)
+        for summary, runs in groups
     ], "paired": [
         {"settings": dict(_key(runs[0])), "seeds": list(pairs[0].seeds), "against_bare": {
             m: {"relative_change": d.relative_change, "mean_difference": d.mean, "std_difference": d.std,
