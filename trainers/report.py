@@ -3,7 +3,8 @@
 Each RUN is a run folder (config.json + metrics.json) or any folder above run folders (a tune or
 ablation folder, runs/). Runs with the same settings except the seed are pooled: mean ± sample std, n.
 With --paired, a second table sets each MRdIB group against the bare runs of the same settings seed by
-seed: the per-seed differences, on how many seeds MRdIB is higher, and a sign-flip p-value (exact up to 16 seeds).
+seed: the per-seed differences, on how many seeds MRdIB is higher, and a sign-flip p-value (exact up to
+16 seeds).
 
 Example:
     python -m trainers.report runs/ablate-tiktok-vbpr runs/tiktok-vbpr-bare-20261101-120000
