@@ -51,10 +51,33 @@ class Encoding:
     batch_codes: tf.Tensor
     posterior: tfd.Distribution | None = None
     prior: tfd.Distribution | None = None
+    kl_over_dimensions: str = "sum"
+
+    @property
+    def has_kl(self) -> bool:
+        return self.posterior is not None
 
     def kl(self) -> tf.Tensor:
-        """KL(q || prior) of the d-dimensional posterior (nats per item), averaged over the batch rows."""
-        return tf.reduce_mean(tfd.kl_divergence(self.posterior, self.prior))
+        """KL(q || prior) per item, averaged over the batch rows: the sum over the d dimensions (nats per
+        item), or their mean where the form says so (`kl_over_dimensions="mean"`, DVIB's reduction)."""
+        per_item = tfd.kl_divergence(self.posterior, self.prior)
+        if self.kl_over_dimensions == "mean":
+            per_item /= tf.cast(tf.shape(self.batch_codes)[-1], per_item.dtype)
+        return tf.reduce_mean(per_item)
+
+    def rate(self) -> tf.Tensor:
+        """The KL in nats per item and dimension, whatever the form's reduction."""
+        return tf.reduce_mean(self.kl_per_dimension())
+
+    def kl_per_dimension(self) -> tf.Tensor:
+        """[d] the KL of each dimension's marginal posterior, averaged over the rows."""
+        return tf.reduce_mean(tfd.kl_divergence(self.posterior.distribution, self.prior.distribution), axis=0)
+
+    def noise_to_spread(self) -> tf.Tensor:
+        """[d] each dimension's posterior scale averaged over the rows, over the spread of its means."""
+        means = self.posterior.distribution.loc
+        spread = tf.math.reduce_std(means, axis=0) + SPREAD_EPSILON
+        return tf.reduce_mean(self.posterior.distribution.scale + tf.zeros_like(means), axis=0) / spread
 
 
 def reparameterization_noise(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -19,7 +19,8 @@ from itertools import combinations
 import keras
 import tensorflow as tf
 
-from mrdib_tf.bottleneck import Encoding, ModalityBottleneck
+from mrdib_tf.bottleneck import Encoding
+from mrdib_tf.bottleneck_forms import CONTROL_FORMS, FORMS, KL_FORMS, make_bottleneck
 from mrdib_tf.heads import PreferenceHead
 from mrdib_tf.losses import bpr_loss
 from mrdib_tf.mine import CRITIC_LEARNING_RATE, Critic, mutual_information
@@ -35,6 +36,10 @@ FUSION_UNITS = 64
 CRITIC_ROWS = 1024
 #: The raw terms MRdIB reports, in the order of its objective.
 TERMS = ("kl", "mi_estimate", "unique", "synergy")
+#: The KL weight a rate-targeted bottleneck starts from when alpha_kl is 0.
+INITIAL_RATE_WEIGHT = 1e-3
+#: The most a rate-targeted weight moves in one step: a factor exp(+-rate_step).
+_MAX_RATE_ERROR = 1.0
 # Purposes mixed into derived seeds, so no two branches (or runs) share a random stream.
 _NOISE, _CRITIC_INIT, _HEAD_INIT = range(3)
 
@@ -128,8 +133,16 @@ class MRdIBRegularizer(keras.layers.Layer):
         alpha_unique: weight of L_U = sum_m BPR of decoder m.
         codes_on_main_path: whether the model consumes z_m (True) or keeps h_m (False).
         initial_sigma: the noise scale at initialisation, in units of each code dimension's spread.
-        prior_scale: "codes" or "inputs": see `ModalityBottleneck`.
-        encoder: "diagonal" or "dense" maps from h to mu and sigma: see `ModalityBottleneck`.
+        prior_scale: "codes" or "inputs": see `ModalityBottleneck` (the "matched" form only).
+        encoder: "diagonal" or "dense" maps from h to mu and sigma: see `ModalityBottleneck` (likewise).
+        bottleneck: the form on each modality, one of `mrdib_tf.bottleneck_forms.FORMS`: "matched" (the
+            default), "paper", "dvib", or a control without a KL ("noise" at `initial_sigma`, "dropout").
+        dropout_rate: the "dropout" control's rate.
+        target_rate: nats per item and code dimension each modality's bottleneck should hold. Set, the
+            KL's weight is no longer alpha_kl but one weight per modality, started at alpha_kl (or 1e-3
+            at 0) and moved each training step by dual ascent: multiplied by exp(rate_step x e), e the
+            relative excess of the step's rate over the target, clipped to [-1, 1]. None: fixed alpha_kl.
+        rate_step: the dual ascent's step size (in log-weight per unit of relative excess).
         fusion_head: add a separate synergy head.
         critic_units: width of the critics' hidden layers.
         critic_rows: the most positives per batch the critics score (every k-th row of the batch).
@@ -156,6 +169,10 @@ class MRdIBRegularizer(keras.layers.Layer):
         initial_sigma: float = 0.1,
         prior_scale: str = "codes",
         encoder: str = "diagonal",
+        bottleneck: str = "matched",
+        dropout_rate: float = 0.1,
+        target_rate: float | None = None,
+        rate_step: float = 0.01,
         fusion_head: bool = False,
         critic_units: int = 64,
         critic_rows: int = CRITIC_ROWS,
@@ -171,6 +188,24 @@ class MRdIBRegularizer(keras.layers.Layer):
         self.alpha_kl = _check_weight("alpha_kl", alpha_kl)
         self.alpha_mi = _check_weight("alpha_mi", alpha_mi)
         self.alpha_unique = _check_weight("alpha_unique", alpha_unique)
+        if bottleneck not in FORMS:
+            raise ValueError(f"MRdIBRegularizer: bottleneck must be one of {FORMS}, got {bottleneck!r}.")
+        if target_rate is not None:
+            if bottleneck not in KL_FORMS:
+                raise ValueError(f"MRdIBRegularizer: target_rate needs a form with a KL {KL_FORMS}, "
+                                 f"not the control '{bottleneck}'.")
+            if not isinstance(target_rate, (int, float)) or not 0 < target_rate < math.inf:
+                raise ValueError(f"MRdIBRegularizer: target_rate must be a finite number > 0 (nats per "
+                                 f"dimension), got {target_rate!r}.")
+        if not isinstance(rate_step, (int, float)) or not 0 < rate_step < math.inf:
+            raise ValueError(f"MRdIBRegularizer: rate_step must be a finite number > 0, got {rate_step!r}.")
+        self.bottleneck = bottleneck
+        self.dropout_rate = dropout_rate
+        self.target_rate = None if target_rate is None else float(target_rate)
+        self.rate_step = float(rate_step)
+        self.initial_sigma = initial_sigma
+        self.prior_scale = prior_scale
+        self.encoder = encoder
         for name, flag in (("codes_on_main_path", codes_on_main_path), ("fusion_head", fusion_head)):
             if not isinstance(flag, bool):
                 raise ValueError(f"MRdIBRegularizer: {name} must be True or False, got {flag!r}.")
@@ -193,7 +228,9 @@ class MRdIBRegularizer(keras.layers.Layer):
 
         try:
             self.bottlenecks = {
-                m: ModalityBottleneck(self.stochastic, initial_sigma, prior_scale, encoder, name=f"bottleneck_{m}")
+                m: make_bottleneck(bottleneck, stochastic=self.stochastic, initial_sigma=initial_sigma,
+                                   prior_scale=prior_scale, encoder=encoder, dropout_rate=dropout_rate,
+                                   name=f"bottleneck_{m}")
                 for m in self.modalities
             }
         except ValueError as error:
@@ -218,26 +255,24 @@ class MRdIBRegularizer(keras.layers.Layer):
             if fusion_head
             else None
         )
-        self.weights_of_terms = {"kl": self.alpha_kl, "mi_estimate": self.alpha_mi,
+        self.weights_of_terms = {"kl": self.alpha_kl if self.has_kl else 0.0, "mi_estimate": self.alpha_mi,
                                  "unique": self.alpha_unique, "synergy": 1.0 if fusion_head else 0.0}
         self.trackers = {name: keras.metrics.Mean(name=name) for name, w in self.weights_of_terms.items() if w > 0}
-
-    @property
-    def initial_sigma(self) -> float:
-        return self.bottlenecks[self.modalities[0]].initial_sigma
-
-    @property
-    def prior_scale(self) -> str:
-        return self.bottlenecks[self.modalities[0]].prior_scale
-
-    @property
-    def encoder(self) -> str:
-        return self.bottlenecks[self.modalities[0]].encoder
+        if self.target_rate is not None:
+            self.trackers["kl"] = keras.metrics.Mean(name="kl")
+            self.trackers["kl_weight"] = keras.metrics.Mean(name="kl_weight")
+            self.trackers["rate"] = keras.metrics.Mean(name="rate")
+        self.kl_weights = None
 
     @property
     def stochastic(self) -> bool:
-        """Whether training codes are sampled (alpha_kl > 0) or the posterior means."""
-        return self.alpha_kl > 0
+        """Whether training codes are sampled (a control, a KL weight, or a target rate) or are the means."""
+        return self.bottleneck in CONTROL_FORMS or self.alpha_kl > 0 or self.target_rate is not None
+
+    @property
+    def has_kl(self) -> bool:
+        """Whether the objective holds the bottleneck's KL (a KL form at alpha_kl > 0 or a target rate)."""
+        return self.bottleneck in KL_FORMS and (self.alpha_kl > 0 or self.target_rate is not None)
 
     @property
     def critic_variables(self) -> list[keras.Variable]:
@@ -263,6 +298,10 @@ class MRdIBRegularizer(keras.layers.Layer):
             critic.trainable = False  # the model's optimizer must not descend what the critic ascends
         if self.critic_optimizer is not None:
             self.critic_optimizer.build(self.critic_variables)
+        if self.target_rate is not None:
+            start = self.alpha_kl if self.alpha_kl > 0 else INITIAL_RATE_WEIGHT
+            self.kl_weights = self.add_weight(name="kl_weights", shape=(len(self.modalities),),
+                                              initializer=keras.initializers.Constant(start), trainable=False)
         for m, decoder in self.decoders.items():
             decoder.build((None, widths[m]))
         if self.fusion is not None:
@@ -313,6 +352,8 @@ class MRdIBRegularizer(keras.layers.Layer):
         pos_items = pos_rows if pos_items is None else pos_items
         losses = self.auxiliary_losses(bottleneck, users, pos_items)
         self.add_loss(losses["total"])
+        if self.target_rate is not None:
+            losses.update(self._hold_rate(bottleneck))
         for name, tracker in self.trackers.items():
             tracker.update_state(losses[name])
         if self.pairs and self.critic_step_in_call:
@@ -367,6 +408,13 @@ class MRdIBRegularizer(keras.layers.Layer):
                 codes[m] = h
         return Bottleneck(codes, encodings, tf.shape(pos_rows)[0])
 
+    def _hold_rate(self, bottleneck: Bottleneck) -> dict[str, tf.Tensor]:
+        """One dual-ascent step on the KL weights, from this step's rates (nats per item and dimension)."""
+        rates = tf.stack([tf.stop_gradient(bottleneck.encodings[m].rate()) for m in self.modalities])
+        excess = tf.clip_by_value(rates / self.target_rate - 1.0, -_MAX_RATE_ERROR, _MAX_RATE_ERROR)
+        self.kl_weights.assign(self.kl_weights * tf.exp(self.rate_step * excess))
+        return {"kl_weight": tf.reduce_mean(self.kl_weights), "rate": tf.reduce_mean(rates)}
+
     def _next_step(self) -> tf.Tensor:
         """This training step's counter: the step component of `step_counter`, advanced by one."""
         return tf.cast(tf.math.floormod(self.step_counter.next()[1], tf.int32.max), tf.int32)
@@ -381,8 +429,12 @@ class MRdIBRegularizer(keras.layers.Layer):
         """
         with keras.name_scope(self.name, caller=self):
             losses: dict[str, tf.Tensor] = {}
-            if self.stochastic:
-                losses["kl"] = tf.add_n([bottleneck.encodings[m].kl() for m in self.modalities])
+            weighted_kl = None
+            if self.has_kl:
+                kls = [bottleneck.encodings[m].kl() for m in self.modalities]
+                losses["kl"] = tf.add_n(kls)
+                weighted_kl = (self.alpha_kl * losses["kl"] if self.kl_weights is None else
+                               tf.add_n([self.kl_weights[k] * kl for k, kl in enumerate(kls)]))
             if self.pairs:
                 losses["mi_estimate"] = self._mutual_information(bottleneck, pos_items)
             if self.decoders:
@@ -394,7 +446,8 @@ class MRdIBRegularizer(keras.layers.Layer):
                 fused_pos = tf.concat([bottleneck.positives(m) for m in self.modalities], axis=-1)
                 fused_neg = tf.concat([bottleneck.negatives(m) for m in self.modalities], axis=-1)
                 losses["synergy"] = bpr_loss(*self.fusion(users, fused_pos, fused_neg))
-            terms = [self.weights_of_terms[name] * value for name, value in losses.items()]
+            terms = [self.weights_of_terms[name] * value for name, value in losses.items() if name != "kl"]
+            terms += [] if weighted_kl is None else [weighted_kl]
             losses["total"] = tf.add_n(terms) if terms else tf.zeros([], dtype=self.compute_dtype)
             return losses
 
@@ -438,6 +491,10 @@ class MRdIBRegularizer(keras.layers.Layer):
             "initial_sigma": self.initial_sigma,
             "prior_scale": self.prior_scale,
             "encoder": self.encoder,
+            "bottleneck": self.bottleneck,
+            "dropout_rate": self.dropout_rate,
+            "target_rate": self.target_rate,
+            "rate_step": self.rate_step,
             "fusion_head": self.fusion_head,
             "critic_units": self.critic_units,
             "critic_rows": self.critic_rows,

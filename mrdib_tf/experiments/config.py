@@ -69,6 +69,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "initial_sigma": 0.1,
     "prior_scale": "codes",
     "encoder": "diagonal",
+    "bottleneck": "matched",
     "placement": "views",
 }
 #: SOIL's (knn_i, knn_a) by dataset, from its authors' dataset configs; baby's for any other dataset.
@@ -80,6 +81,7 @@ _LOWER_BOUNDS: dict[str, tuple[float, bool]] = {
     "batch_size": (1, False), "steps_per_execution": (1, False), "eval_batch_users": (1, False),
     "cpu_devices": (1, False), "critic_rows": (2, False),
     "lr": (0.0, True), "lr_decay": (0.0, True), "lr_decay_epochs": (0.0, True), "critic_lr": (0.0, True), "initial_sigma": (0.0, True),
+    "dropout_rate": (0.0, True), "rate_step": (0.0, True),
     "reg_weight": (0.0, False), "cl_weight": (0.0, False), "user_item_cl_weight": (0.0, False),
     "interest_k": (1, False), "second_order_k": (0, False), "edge_dropout": (0.0, False),
     "alpha_kl": (0.0, False), "alpha_mi": (0.0, False), "alpha_unique": (0.0, False),
@@ -155,6 +157,17 @@ class RunConfig:
         None, "MRdIB's maps from h to the posterior's mean and scale: per 'diagonal' dimension or 'dense' d x d"
         + _BY_BACKBONE,
     )
+    bottleneck: str | None = _setting(
+        None, "MRdIB's bottleneck form: 'matched' (prior matched to the batch's spread), 'paper' (prior N(0, I) on "
+        "standardised inputs), 'dvib' (DVIB's per-item noise, prior N(0, 0.5^2)), or a control without a KL: "
+        "'noise' (fixed Gaussian noise at --initial-sigma) or 'dropout' (at --dropout-rate)" + _BY_BACKBONE,
+    )
+    dropout_rate: float = _setting(0.1, "the 'dropout' control's rate")
+    target_rate: float | None = _setting(
+        None, "nats per item and code dimension each modality's bottleneck holds, its KL weight set by dual "
+        "ascent from --alpha-kl (default: off, the KL weighed by --alpha-kl)"
+    )
+    rate_step: float = _setting(0.01, "step size of the dual ascent on the KL weight under --target-rate")
     placement: str | None = _setting(
         None,
         "where MGCN exposes h_m to MRdIB: 'views' (propagated item views) or 'features' (projected features)"

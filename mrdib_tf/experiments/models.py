@@ -120,6 +120,8 @@ def build_recommender(dataset, config: RunConfig) -> Recommender:
             backbone.modalities, n_users=backbone.n_users, alpha_kl=config.alpha_kl, alpha_mi=config.alpha_mi,
             alpha_unique=config.alpha_unique, codes_on_main_path=config.codes_on_main_path,
             initial_sigma=config.initial_sigma, prior_scale=config.prior_scale, encoder=config.encoder,
+            bottleneck=config.bottleneck, dropout_rate=config.dropout_rate, target_rate=config.target_rate,
+            rate_step=config.rate_step,
             fusion_head=config.fusion_head, critic_rows=config.critic_rows, critic_learning_rate=config.critic_lr,
             seed=config.seed, name="mrdib",
         )

@@ -26,7 +26,8 @@ NON_EXPERIMENT_SETTINGS = ("seed", "run_dir", "eval_batch_users", "jit_compile",
 #: Settings that only matter with MRdIB on (MGCN's `placement` says where MRdIB plugs in: a bare MGCN
 #: computes the same either way).
 MRDIB_SETTINGS = ("alpha_kl", "alpha_mi", "alpha_unique", "fusion_head", "codes_on_main_path", "initial_sigma",
-                  "prior_scale", "encoder", "critic_lr", "critic_rows", "placement")
+                  "prior_scale", "encoder", "bottleneck", "dropout_rate", "target_rate", "rate_step", "critic_lr",
+                  "critic_rows", "placement")
 
 
 @dataclass(frozen=True)
