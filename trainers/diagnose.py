@@ -4,8 +4,12 @@ Writes into DIR/diagnostics/ (or --out): projections.png (PCA of every modality'
 before the bottleneck and of the bottleneck means the model serves: the paper's Figure 4),
 diagnostics.json (estimates of the mutual information between modalities, in nats, for both, from a
 critic trained afresh on part of the items and evaluated on the rest), and projector/ (open with
-`tensorboard --logdir DIR/diagnostics/projector`, tab "Projector"). With --probes, diagnostics.json also
-holds, per modality, the metrics of a linear probe trained on that modality's served codes alone.
+`tensorboard --logdir DIR/diagnostics/projector`, tab "Projector"). Under a stochastic bottleneck it also
+holds, and prints, what the bottleneck learned: per modality and code dimension its noise over the
+spread of the means and its KL, and where the dataset records pure-noise columns (`trainers.corrupt
+--nuisance-dims`, the synthetic data) what share of the code's weight they carry. With --probes,
+diagnostics.json also holds, per modality, the metrics of a linear probe trained on that modality's
+served codes alone.
 """
 
 from __future__ import annotations
@@ -35,8 +39,32 @@ def main(argv: list[str] | None = None) -> int:
     report = diagnose(load_trained_run(args.run_dir), args.out or args.run_dir / "diagnostics",
                       mine_steps=args.mine_steps, probes=args.probes)
     print(json.dumps({k: report[k] for k in ("mutual_information_nats", "probes") if k in report}, indent=2))
+    for line in bottleneck_lines(report.get("bottleneck")):
+        print(line)
     print(f"written to {args.out or args.run_dir / 'diagnostics'}")
     return 0
+
+
+def bottleneck_lines(profile: dict | None) -> list[str]:
+    """One line per modality: the rate, the noise over the spread across dimensions, nuisance shares."""
+    if profile is None:
+        return []
+    lines = [f"bottleneck ({profile['form']}), at the best epoch's weights:"]
+    for modality, entry in profile["modalities"].items():
+        if not entry:
+            lines.append(f"  {modality}: no KL (a control)")
+            continue
+        ratio = entry["noise_to_spread_summary"]
+        text = (f"  {modality}: rate {entry['rate']:.3f} nats/dim; noise/spread median {ratio['median']:.3f} "
+                f"(min {ratio['min']:.3f}, max {ratio['max']:.3f})")
+        if "kl_weight" in entry:
+            text += f"; KL weight {entry['kl_weight']:.3g}"
+        if "nuisance" in entry:
+            n = entry["nuisance"]
+            text += (f"; nuisance columns {n['share_of_columns']:.0%} of columns, {n['share_of_weight_without_noise']:.1%} "
+                     f"of the code's weight before the noise, {n['share_of_weight_with_noise']:.1%} after")
+        lines.append(text)
+    return lines
 
 
 if __name__ == "__main__":

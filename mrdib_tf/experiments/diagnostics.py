@@ -3,7 +3,8 @@
 The paper's Figure 4 shows modality representations before and after the bottleneck; `diagnose`
 reproduces it for any run (h_m: the backbone's projection of modality m; mu_m: the bottleneck mean the
 model actually serves), estimates the mutual information between modalities with a freshly trained InfoNCE
-critic on both, and exports the item representations for TensorBoard's embedding projector.
+critic on both, exports the item representations for TensorBoard's embedding projector, and profiles what
+the bottleneck learned (`bottleneck_profile`: noise and KL per code dimension at the loaded weights).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrdib_tf.experiments.bottleneck_profile import bottleneck_profile
 from mrdib_tf.mine import CRITIC_LEARNING_RATE, Critic, mutual_information
 
 
@@ -178,6 +180,9 @@ def diagnose(run, out_dir: Path, mine_steps: int = 300, seed: int = 0, probes: b
     exported = export_projector(views, item_embeddings.numpy(), out_dir / "projector")
     report = {"run": run.config.run_dir, "variant": variant,
               "mutual_information_nats": mutual_information, "projector_tensors": exported}
+    profile = bottleneck_profile(run.model, run.config.data_dir)
+    if profile is not None:
+        report["bottleneck"] = profile
     if probes:
         from mrdib_tf.experiments.probes import probe_recall
 
