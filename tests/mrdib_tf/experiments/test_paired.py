@@ -2,9 +2,10 @@
 
 import math
 
+import numpy as np
 import pytest
 
-from mrdib_tf.experiments.paired import paired_cell, paired_difference, sign_flip_p_value
+from mrdib_tf.experiments.paired import PairedDifference, paired_cell, paired_difference, sign_flip_p_value
 from mrdib_tf.experiments.results import read_run
 from mrdib_tf.experiments.run_report import report_json, report_paired_markdown
 from tests.mrdib_tf.experiments.test_run_report import FULL, METRICS, _records
@@ -83,3 +84,35 @@ def test_paired_json_and_settings_that_tell_mrdib_groups_apart(tmp_path):
     assert full["seeds"] == [1, 2]
     assert full["against_bare"]["recall@20"]["mean_difference"] == pytest.approx(0.025)
     assert full["against_bare"]["recall@20"]["higher"] == 2 and full["against_bare"]["recall@20"]["p_value"] == 0.5
+
+
+def test_the_pooled_gain_of_one_cell_is_its_relative_change_and_its_interval_the_bootstrap_of_the_seeds():
+    from mrdib_tf.experiments.paired import pooled_relative_gain
+
+    cell = PairedDifference((1, 2, 3, 4), (1.1, 1.2, 1.0, 1.3), (1.0, 1.0, 1.0, 1.0))
+    estimate, low, high = pooled_relative_gain([cell])
+    assert estimate == pytest.approx(0.15)
+    # every resample's mean of the method lies between its smallest and largest value: 1.0 and 1.3
+    assert 0.0 <= low < estimate < high <= 0.3
+    rng = np.random.default_rng(0)  # the same draws, by hand
+    picks = rng.integers(0, 4, size=(10_000, 4))
+    want = np.quantile(np.array([1.1, 1.2, 1.0, 1.3])[picks].mean(axis=1) - 1.0, [0.025, 0.975])
+    np.testing.assert_allclose((low, high), want)
+
+
+def test_pooling_averages_the_cells_and_a_constant_gain_has_a_point_interval():
+    from mrdib_tf.experiments.paired import pooled_relative_gain
+
+    up = PairedDifference((1, 2, 3), (1.2, 2.4, 3.6), (1.0, 2.0, 3.0))  # +20% on every seed
+    down = PairedDifference((1, 2), (0.9, 1.8), (1.0, 2.0))  # -10% on every seed
+    estimate, low, high = pooled_relative_gain([up, down])
+    assert estimate == pytest.approx(0.05) and low == pytest.approx(0.05) and high == pytest.approx(0.05)
+
+
+def test_the_minimum_detectable_difference_is_the_t_formula():
+    from mrdib_tf.experiments.paired import minimum_detectable_difference
+
+    # t_{0.975, 4} = 2.7764, t_{0.8, 4} = 0.9410 (tables); sd 0.01 over sqrt(5)
+    assert minimum_detectable_difference(0.01, 5) == pytest.approx((2.7764 + 0.9410) * 0.01 / 5**0.5, rel=1e-3)
+    with pytest.raises(ValueError):
+        minimum_detectable_difference(0.01, 1)
