@@ -69,7 +69,11 @@ CELLS = {
     "syn-snr025": Cell("syn", ("--snr", "image=0.25", "--snr", "text=0.25"), "syn", "SNR 0.25"),
 }
 
-BARE_GRID = ("0.3", "3", "10")
+BARE_GRID = ("0.03", "0.3", "3", "10")
+#: A failed run is tried again after this long, this many times in all (a run that another process still
+#: holds fails at once, and finishes there).
+RETRY_SECONDS = 120
+MAX_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -179,18 +183,25 @@ def run(root: Path, cells: list[str], arms: dict[str, list[str]], workers: int) 
     for cell in cells:
         prepare(root, cell)
     running: dict[Path, subprocess.Popen] = {}
-    failed: set[Path] = set()
+    failures: dict[Path, list[float]] = {}  # folder -> times it failed (a folder another process holds fails)
     while True:
         for folder, process in list(running.items()):
             if process.poll() is not None:
                 del running[folder]
                 if process.returncode != 0:
-                    failed.add(folder)
+                    failures.setdefault(folder, []).append(time.monotonic())
                     print(f"failed ({process.returncode}): {folder}", flush=True)
                 else:
                     print(f"done: {folder}", flush=True)
-        pending = [(f, c) for f, c in ready_jobs(root, cells, arms) if f not in running and f not in failed]
-        if not pending and not running:
+
+        def may_start(folder: Path) -> bool:
+            times = failures.get(folder, [])
+            return folder not in running and len(times) < MAX_ATTEMPTS and (
+                not times or time.monotonic() - times[-1] > RETRY_SECONDS)
+
+        ready = ready_jobs(root, cells, arms)
+        pending = [(f, c) for f, c in ready if may_start(f)]
+        if not running and not any(len(failures.get(f, [])) < MAX_ATTEMPTS for f, _ in ready):
             return
         while pending and len(running) < workers:
             folder, command = pending.pop(0)
