@@ -107,15 +107,13 @@ def _metrics(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _best(root: Path, cell: str, arm: str, grid: tuple[str, ...]) -> str | None:
-    """The grid value with the highest validation Recall@20 at the tuning seed, once every point finished."""
-    scores = {}
-    for value in grid:
-        metrics = _metrics(run_folder(root, cell, arm, value, TUNING_SEED))
-        if metrics is None:
-            return None
-        scores[value] = metrics["valid"]["recall@20"]
-    return max(grid, key=lambda v: scores[v])
+def _best(root: Path, cell: str, arm: str, metric: str = "recall@20") -> str | None:
+    """The grid value with the highest validation `metric` at the tuning seed, once every point finished."""
+    grid = BARE_GRID if arm == "bare" else ARMS[arm].grid
+    scores = {value: _metrics(run_folder(root, cell, arm, value, TUNING_SEED)) for value in grid}
+    if any(metrics is None for metrics in scores.values()):
+        return None
+    return max(grid, key=lambda value: scores[value]["valid"][metric])
 
 
 def data_dir(root: Path, cell: str) -> Path:
@@ -130,9 +128,9 @@ def prepare(root: Path, cell: str) -> None:
         return
     if spec.source == "syn":
         source = root / "data" / "syn"
-        if not source.exists():
-            from data_pipeline.synthetic import write_synthetic_dataset
+        from data_pipeline.synthetic import STRUCTURE_FILE, write_synthetic_dataset
 
+        if not (source / STRUCTURE_FILE).is_file():  # written last: without it the folder is partial
             write_synthetic_dataset(source, **SYNTHETIC)
     else:
         source = PROJECT / "data" / spec.source
@@ -154,7 +152,7 @@ def fit_command(root: Path, cell: str, arm: str, value: str, seed: int, reg_weig
 def _jobs_of(root: Path, cell: str, arms: list[str]) -> list[tuple[str, str, int, str]]:
     """(arm, value, seed, bare reg_weight) of every job of a cell whose choices are known."""
     jobs = [("bare", value, TUNING_SEED, value) for value in BARE_GRID]
-    bare = _best(root, cell, "bare", BARE_GRID)
+    bare = _best(root, cell, "bare")
     if bare is None:
         return jobs
     jobs += [("bare", bare, seed, bare) for seed in PAIRED_SEEDS]
@@ -162,7 +160,7 @@ def _jobs_of(root: Path, cell: str, arms: list[str]) -> list[tuple[str, str, int
         jobs += [(arm, value, TUNING_SEED, bare) for value in ARMS[arm].grid]
         if arm == "rate":
             jobs += [(arm, DEFAULT_TARGET_RATE, seed, bare) for seed in PAIRED_SEEDS]
-        chosen = _best(root, cell, arm, ARMS[arm].grid)
+        chosen = _best(root, cell, arm)
         if chosen is not None:
             jobs += [(arm, chosen, seed, bare) for seed in PAIRED_SEEDS]
     return jobs
@@ -206,9 +204,9 @@ def run(root: Path, cells: list[str], arms: dict[str, list[str]], workers: int) 
         while pending and len(running) < workers:
             folder, command = pending.pop(0)
             (root / "logs").mkdir(parents=True, exist_ok=True)
-            log = (root / "logs" / f"{folder.parent.name}-{folder.name}.log").open("w")
-            running[folder] = subprocess.Popen(command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
-                                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            with (root / "logs" / f"{folder.parent.name}-{folder.name}.log").open("w") as log:
+                running[folder] = subprocess.Popen(command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
+                                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         time.sleep(5)
 
 
@@ -219,14 +217,6 @@ def _seed_values(root: Path, cell: str, arm: str, value: str, split: str, metric
         if metrics is not None:
             values[seed] = metrics[split][metric]
     return values
-
-
-def _chosen(root: Path, cell: str, arm: str, metric: str = "recall@20") -> str | None:
-    grid = BARE_GRID if arm == "bare" else ARMS[arm].grid
-    scores = {v: _metrics(run_folder(root, cell, arm, v, TUNING_SEED)) for v in grid}
-    if any(m is None for m in scores.values()):
-        return None
-    return max(grid, key=lambda v: scores[v]["valid"][metric])
 
 
 def _interval(cells) -> str:
@@ -250,13 +240,13 @@ def report(root: Path, cells: list[str], arms: dict[str, list[str]], plot: Path 
              "| cell | bare reg_weight (valid R@20) | test R@20 | cost, test R@20 [95%] | test R@5 | cost, test R@5 [95%] |",
              "| --- | --- | --- | --- | --- | --- |"]
     for cell in cells:
-        bare = _chosen(root, cell, "bare")
+        bare = _best(root, cell, "bare")
         if bare is None:
             continue
         valid = _metrics(run_folder(root, cell, "bare", bare, TUNING_SEED))["valid"]["recall@20"]
         row = [cell, f"{bare} ({valid:.4f})"]
         clean = CELLS[cell].clean
-        clean_bare = _chosen(root, clean, "bare") if clean in cells else None
+        clean_bare = _best(root, clean, "bare") if clean in cells else None
         for metric in METRICS:
             values = _seed_values(root, cell, "bare", bare, "test", metric)
             row.append(f"{sum(values.values()) / max(len(values), 1):.4f} (n={len(values)})")
@@ -273,12 +263,12 @@ def report(root: Path, cells: list[str], arms: dict[str, list[str]], plot: Path 
               "| --- | --- | --- | --- | --- | --- | --- |"]
     pooled: dict[tuple[str, str], list] = {}
     for cell in cells:
-        bare = _chosen(root, cell, "bare")
+        bare = _best(root, cell, "bare")
         if bare is None:
             continue
         bare_valid = _metrics(run_folder(root, cell, "bare", bare, TUNING_SEED))["valid"]["recall@20"]
         for arm in arms[cell]:
-            chosen = _chosen(root, cell, arm)
+            chosen = _best(root, cell, arm)
             variants = [(arm, chosen)] if chosen is not None else []
             if arm == "rate" and chosen != DEFAULT_TARGET_RATE:
                 variants.insert(0, ("rate (default)", DEFAULT_TARGET_RATE))
@@ -296,10 +286,10 @@ def report(root: Path, cells: list[str], arms: dict[str, list[str]], plot: Path 
                         continue
                     row.append(f"{_interval([difference])}, {difference.higher}/{len(difference.seeds)}, "
                                f"p {difference.p_value:.2g}")
-                    if CELLS[cell].clean is not None:
+                    if CELLS[cell].corruption:
                         pooled.setdefault((label, metric), []).append(difference)
-                by_r5 = _chosen(root, cell, arm, "recall@5")
-                row.append("same" if by_r5 == chosen else str(by_r5))
+                by_r5 = _best(root, cell, arm, "recall@5")
+                row.append("-" if label != arm else "same" if by_r5 == chosen else str(by_r5))
                 lines.append("| " + " | ".join(row) + " |")
     lines += ["", "### Pooled over the corrupted cells (mean of the cells' relative gains, paired bootstrap)", "",
               "| arm | cells | test R@20 [95%] | test R@5 [95%] |", "| --- | --- | --- | --- |"]
@@ -349,8 +339,8 @@ def draw(root: Path, cells: list[str], arms: dict[str, list[str]], path: Path) -
     for k, arm in enumerate(names):
         xs, ys, lows, highs = [], [], [], []
         for i, cell in enumerate(cells):
-            bare = _chosen(root, cell, "bare")
-            chosen = _chosen(root, cell, arm) if arm in arms[cell] else None
+            bare = _best(root, cell, "bare")
+            chosen = _best(root, cell, arm) if arm in arms[cell] else None
             if bare is None or chosen is None:
                 continue
             difference = _paired(root, cell, arm, chosen, bare, "test", "recall@20")

@@ -164,8 +164,10 @@ def corrupt_features(features: np.ndarray, modality: str, recipe: CorruptionReci
         signal = out
         out = add_noise_at_snr(out, recipe.snr[modality], _stream(recipe.seed, "snr", modality))
         noise_variance = (out.astype(np.float64) - signal).var(axis=0)
-        with np.errstate(divide="ignore"):
-            measured["snr_mean_over_columns"] = float(np.mean(signal.var(axis=0, dtype=np.float64) / noise_variance))
+        varying = noise_variance > 0  # a constant column gets no noise and has no ratio
+        measured["snr_mean_over_columns"] = (
+            float(np.mean(signal.var(axis=0, dtype=np.float64)[varying] / noise_variance[varying]))
+            if varying.any() else None)
     if modality in recipe.nuisance_dims:
         width = out.shape[1]
         out = append_nuisance_columns(out, recipe.nuisance_dims[modality], _stream(recipe.seed, "nuisance_dims", modality))
@@ -212,8 +214,8 @@ def corrupt_dataset(source: str | Path, destination: str | Path, recipe: Corrupt
         "source_sha256": {p.name: sha256_of(p) for p in [inter_path, *feature_paths.values()]},
         "recipe": recipe.to_json(),
         "order": list(FEATURE_TRANSFORMS),
-        "measured": {"train_rows": {"before": int((table.labels == 0).sum()),
-                                    "after": int((table.labels[keep] == 0).sum())}},
+        "measured": {"train_rows": {"before": int((table.labels == SPLIT_LABELS["train"]).sum()),
+                                    "after": int((table.labels[keep] == SPLIT_LABELS["train"]).sum())}},
     }
     name = destination.resolve().name
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +230,9 @@ def corrupt_dataset(source: str | Path, destination: str | Path, recipe: Corrupt
         header = f"{USER_COLUMN}\t{ITEM_COLUMN}\t{LABEL_COLUMN}"
         np.savetxt(staging / f"{name}.inter", rows, fmt="%d", delimiter="\t", header=header, comments="")
         (staging / RECIPE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.rename(staging, destination)  # fails, rather than merging, if the destination appeared meanwhile
+        if destination.exists():  # appeared while this was written: never replace it
+            raise ValueError(f"--out {destination}: appeared while the corrupted dataset was written; not replaced.")
+        os.rename(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -44,7 +44,7 @@ class Encoding:
         codes: [n, d] one code per row given: a reparameterized sample in training, mu at inference.
         batch_codes: [r, d] the codes of the batch rows, standardised by (c, s): what MRdIB's heads read.
         posterior: q(z | h) on the batch rows, event shape [d]; None when the bottleneck is deterministic.
-        prior: the matched prior N(c, s^2) on the same rows; None likewise.
+        prior: the form's prior on the same rows (the matched N(c, s^2) here); None likewise.
     """
 
     codes: tf.Tensor
@@ -94,7 +94,7 @@ def reparameterization_noise(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.cond(seed[1] >= 0, lambda: standard_normal(shape, seed), lambda: tf.zeros(shape))
 
 
-def _spread(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def batch_moments(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-dimension mean and standard deviation of `rows` over its rows."""
     mean, variance = tf.nn.moments(rows, axes=[0])
     return mean, tf.sqrt(variance + SPREAD_EPSILON)
@@ -195,7 +195,7 @@ class ModalityBottleneck(keras.layers.Layer):
             # Matched to the codes the statistics keep their gradient: the standardised means then have
             # mean square exactly 1 whatever mu does, so the KL's gradient reaches sigma only.
             reference = select(mu) if self.prior_scale == "codes" else tf.stop_gradient(select(h))
-            center, spread = _spread(reference)
+            center, spread = batch_moments(reference)
             if self.sigma is None:
                 return Encoding(mu, (select(mu) - center) / spread)
             scale = spread * (SIGMA_FLOOR + (1.0 - SIGMA_FLOOR) * tf.sigmoid(self.sigma((mu - center) / spread)))

@@ -12,7 +12,7 @@
 And two controls with no KL, which tell what the KL adds over plain regularising noise:
 
 - "noise": Gaussian noise of a fixed scale (`initial_sigma` times each dimension's batch spread);
-- "dropout": each dimension of h zeroed with probability `dropout_rate` (inverted dropout).
+- "dropout": each entry of h zeroed with probability `dropout_rate` (inverted dropout).
 
 Every form returns an `Encoding`; at inference each returns its deterministic map of h.
 """
@@ -25,13 +25,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from mrdib_tf.bottleneck import (
-    SIGMA_FLOOR,
-    Encoding,
-    ModalityBottleneck,
-    _spread,
-    reparameterization_noise,
-)
+from mrdib_tf.bottleneck import SIGMA_FLOOR, Encoding, ModalityBottleneck, batch_moments, reparameterization_noise
 from mrdib_tf.precision import Dense, full_precision
 
 tfd = tfp.distributions
@@ -57,7 +51,7 @@ def _independent(loc: tf.Tensor, scale: tf.Tensor) -> tfd.Distribution:
 
 def _standardised_rows(h: tf.Tensor, rows: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
     """(c, s): the batch rows' per-dimension mean and spread of h, held constant."""
-    return _spread(tf.stop_gradient(_rows(h, rows)))
+    return batch_moments(tf.stop_gradient(_rows(h, rows)))
 
 
 @keras.saving.register_keras_serializable(package="mrdib_tf")
@@ -114,6 +108,9 @@ class DVIBBottleneck(keras.layers.Layer):
     1e-6 as DVIB clamps it. Everything is in h's own units: the KL pulls h towards 0 and sigma
     towards 0.5, and is averaged over dimensions as well as items, as DVIB's `.mean()` does.
     """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**full_precision(kwargs))
 
     def build(self, input_shape: tuple) -> None:
         width = input_shape[-1]

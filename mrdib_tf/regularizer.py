@@ -40,6 +40,9 @@ TERMS = ("kl", "mi_estimate", "unique", "synergy")
 INITIAL_RATE_WEIGHT = 1e-3
 #: The most a rate-targeted weight moves in one step: a factor exp(+-rate_step).
 _MAX_RATE_ERROR = 1.0
+#: A rate-targeted weight stays within these, so a target below the form's floor (the matched prior's
+#: half a nat per dimension) stops at the top one instead of overflowing.
+RATE_WEIGHT_BOUNDS = (1e-8, 1e3)
 # Purposes mixed into derived seeds, so no two branches (or runs) share a random stream.
 _NOISE, _CRITIC_INIT, _HEAD_INIT = range(3)
 
@@ -114,9 +117,10 @@ class MRdIBRegularizer(keras.layers.Layer):
     codes standardised over the batch rows, so their losses do not depend on the scale of h_m either.
 
     Noise: every modality has its own stream, derived from (`seed`, modality) and a step counter, so no
-    two modalities or seeds share noise (`mrdib_tf.sampling`). alpha_kl = 0 makes the encoder
-    deterministic (z_m = mu_m, no sigma head). Any alpha may be 0 (the paper's ablations): that branch
-    then creates no variables and builds no ops; all alphas 0 reproduces the bare model.
+    two modalities or seeds share noise (`mrdib_tf.sampling`). alpha_kl = 0 (and no target rate) makes a
+    KL form deterministic (z_m = mu_m, no sigma head). Any alpha may be 0 (the paper's ablations): that
+    branch then creates no variables and builds no ops; all alphas 0 with a KL form reproduces the bare
+    model (the controls add their noise whatever the alphas).
 
     The paper calls the three weights alpha1 (alpha_kl), alpha2 (alpha_mi) and alpha3 (alpha_unique) and
     searches each in {1e-4, 1e-3, 5e-3, 1e-2, 5e-2}; this project uses only the names that say what each
@@ -257,11 +261,9 @@ class MRdIBRegularizer(keras.layers.Layer):
         )
         self.weights_of_terms = {"kl": self.alpha_kl if self.has_kl else 0.0, "mi_estimate": self.alpha_mi,
                                  "unique": self.alpha_unique, "synergy": 1.0 if fusion_head else 0.0}
-        self.trackers = {name: keras.metrics.Mean(name=name) for name, w in self.weights_of_terms.items() if w > 0}
-        if self.target_rate is not None:
-            self.trackers["kl"] = keras.metrics.Mean(name="kl")
-            self.trackers["kl_weight"] = keras.metrics.Mean(name="kl_weight")
-            self.trackers["rate"] = keras.metrics.Mean(name="rate")
+        reported = [name for name, w in self.weights_of_terms.items() if w > 0 or (name == "kl" and self.has_kl)]
+        reported += ["kl_weight", "rate"] if self.target_rate is not None else []
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in reported}
         self.kl_weights = None
 
     @property
@@ -411,8 +413,12 @@ class MRdIBRegularizer(keras.layers.Layer):
     def _hold_rate(self, bottleneck: Bottleneck) -> dict[str, tf.Tensor]:
         """One dual-ascent step on the KL weights, from this step's rates (nats per item and dimension)."""
         rates = tf.stack([tf.stop_gradient(bottleneck.encodings[m].rate()) for m in self.modalities])
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:  # each replica's copy takes the same step
+            rates = context.all_reduce(tf.distribute.ReduceOp.MEAN, rates)
         excess = tf.clip_by_value(rates / self.target_rate - 1.0, -_MAX_RATE_ERROR, _MAX_RATE_ERROR)
-        self.kl_weights.assign(self.kl_weights * tf.exp(self.rate_step * excess))
+        updated = self.kl_weights * tf.exp(self.rate_step * excess)
+        self.kl_weights.assign(tf.clip_by_value(updated, *RATE_WEIGHT_BOUNDS))
         return {"kl_weight": tf.reduce_mean(self.kl_weights), "rate": tf.reduce_mean(rates)}
 
     def _next_step(self) -> tf.Tensor:
@@ -425,7 +431,8 @@ class MRdIBRegularizer(keras.layers.Layer):
         """The raw enabled terms ("kl", "mi_estimate", "unique", "synergy") and their weighted "total".
 
         "total" = alpha_kl * kl + alpha_mi * mi_estimate + alpha_unique * unique + synergy: the paper's L
-        without the model's own loss; exactly 0.0 when nothing is enabled.
+        without the model's own loss (under a target rate, sum_m w_m * kl_m with the dual-ascent weights
+        in place of alpha_kl * kl); exactly 0.0 when nothing is enabled.
         """
         with keras.name_scope(self.name, caller=self):
             losses: dict[str, tf.Tensor] = {}

@@ -55,10 +55,15 @@ def _encoder_jacobian(bottleneck, width: int) -> np.ndarray:
     return tape.batch_jacobian(mu, h)[0].numpy().T  # [in, out]
 
 
-def _column_shares(model, modality: str, noise_to_spread: np.ndarray, served: np.ndarray,
+def _column_shares(model, modality: str, h: tf.Tensor, noise_to_spread: np.ndarray, served: np.ndarray,
                    nuisance: list[int]) -> dict[str, float] | None:
+    """None unless h is exactly the backbone's linear projection of the modality's features (VBPR's h;
+    not a propagated view, whatever projections the backbone also has)."""
     projections = getattr(model.backbone, "projections", None)
-    if not projections or modality not in projections:
+    features = getattr(model.backbone, "features", None)
+    if not projections or not features or modality not in projections or modality not in features:
+        return None
+    if not np.allclose(projections[modality](features[modality]).numpy(), h.numpy(), rtol=1e-5, atol=1e-6):
         return None
     kernel = projections[modality].kernel.numpy()  # [columns, d]
     jacobian = kernel @ _encoder_jacobian(model.regularizer.bottlenecks[modality], kernel.shape[1])
@@ -81,7 +86,7 @@ def bottleneck_profile(model, data_dir: str | Path | None = None) -> dict | None
     representations = model.backbone.modality_representations(training=False)
     nuisance = nuisance_columns(data_dir)
     profile: dict = {"form": regularizer.bottleneck, "modalities": {}}
-    for index, (modality, h) in enumerate(representations.items()):
+    for modality, h in representations.items():
         encoding = regularizer.bottlenecks[modality].encode(h, None, None)
         entry: dict = {}
         if encoding.has_kl:
@@ -91,9 +96,9 @@ def bottleneck_profile(model, data_dir: str | Path | None = None) -> dict | None
                      "kl_per_dimension_summary": _summary(kl), "noise_to_spread": ratio.tolist(),
                      "kl_per_dimension": kl.tolist()}
             if regularizer.kl_weights is not None:
-                entry["kl_weight"] = float(regularizer.kl_weights[index])
+                entry["kl_weight"] = float(regularizer.kl_weights[regularizer.modalities.index(modality)])
             if nuisance.get(modality):
-                shares = _column_shares(model, modality, ratio, encoding.codes.numpy(), nuisance[modality])
+                shares = _column_shares(model, modality, h, ratio, encoding.codes.numpy(), nuisance[modality])
                 if shares is not None:
                     entry["nuisance"] = shares
         profile["modalities"][modality] = entry

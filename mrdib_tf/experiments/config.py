@@ -12,6 +12,7 @@ from typing import Any
 
 from data_pipeline.registry import DEFAULT_DATASET
 from mrdib_tf.experiments.distribution import STRATEGIES
+from mrdib_tf.bottleneck_forms import CONTROL_FORMS, FORMS
 from mrdib_tf.mine import CRITIC_LEARNING_RATE
 from mrdib_tf.regularizer import CRITIC_ROWS
 
@@ -222,6 +223,19 @@ class RunConfig:
             value = getattr(self, name)
             if not (value > bound if strict else value >= bound):  # also refuses NaN
                 raise ValueError(f"`{name}` must be {'>' if strict else '>='} {bound:g}, got {value}.")
+        self._check_bottleneck()
+
+    def _check_bottleneck(self) -> None:
+        """The bottleneck settings the layer would refuse, refused here with the flag named, before a run starts."""
+        if self.bottleneck not in FORMS:
+            raise ValueError(f"`bottleneck` must be one of {', '.join(FORMS)}; got {self.bottleneck!r}.")
+        if not self.dropout_rate < 1:
+            raise ValueError(f"`dropout_rate` must be < 1, got {self.dropout_rate}.")
+        if self.target_rate is not None:
+            if not 0 < self.target_rate < float("inf"):
+                raise ValueError(f"`target_rate` must be a finite number > 0 (nats per dimension), got {self.target_rate}.")
+            if self.bottleneck in CONTROL_FORMS:
+                raise ValueError(f"`target_rate` needs a bottleneck with a KL; `bottleneck={self.bottleneck}` has none.")
 
     @property
     def dataset_name(self) -> str:

@@ -149,3 +149,17 @@ def test_mirrored_mrdib_trains_its_critic_after_the_models_step(tiny_folder, tmp
     _finish(process)
     estimates = [row["mi_estimate"] for row in _metrics(tmp_path / "run")["history"]]
     assert 0.1 < estimates[0] < estimates[1] < estimates[2]
+
+
+def test_mirrored_rate_targeted_weights_take_one_step_on_every_replica(tiny_folder, tmp_path):
+    """Each replica's copy of the KL weights follows the replicas' mean rate, so they move as one device's:
+    the per-epoch weight and rate match a single-device run (up to the replicas' own batch moments)."""
+    flags = ["--backbone", "vbpr", "--bottleneck", "paper", "--target-rate", "0.5", "--rate-step", "0.05",
+             "--alpha-mi", "0"]
+    runs = {name: _fit(tiny_folder, tmp_path / name, tmp_path / "cache", *flags, *extra)
+            for name, extra in (("one", []), ("two", ["--strategy", "mirrored", "--cpu-devices", "2"]))}
+    for process in runs.values():
+        _finish(process)
+    one, two = (_metrics(tmp_path / name)["history"] for name in ("one", "two"))
+    assert [row["kl_weight"] for row in two] == pytest.approx([row["kl_weight"] for row in one], rel=0.05)
+    assert two[-1]["kl_weight"] != pytest.approx(two[0]["kl_weight"], rel=1e-3)  # it moved

@@ -46,7 +46,10 @@ def test_the_matched_forms_noise_is_reported_in_units_of_each_dimensions_spread(
 
 def test_nuisance_columns_share_of_the_code_weight_follows_the_projection_and_the_noise(tmp_path):
     model, _ = _model()
-    _set_sigma_logits(model, "image", [-3.0, 3.0, -3.0])
+    logits = np.array([-3.0, 3.0, -3.0])
+    _set_sigma_logits(model, "image", logits)
+    gains = np.array([2.0, 0.5, -1.5], np.float32)  # the bottleneck's mean map: per dimension, not the identity
+    model.regularizer.bottlenecks["image"].mu.kernel.assign(gains)
     kernel = np.zeros((6, DIM), np.float32)
     kernel[0, 0] = kernel[1, 2] = 1.0  # signal columns 0, 1 feed the quiet dimensions 0 and 2
     kernel[4, 1] = kernel[5, 1] = 1.0  # nuisance columns 4, 5 feed the drowned dimension 1
@@ -56,9 +59,9 @@ def test_nuisance_columns_share_of_the_code_weight_follows_the_projection_and_th
     (folder / RECIPE_FILE).write_text(json.dumps({"measured": {"image": {"nuisance_columns": [4, 6]},
                                                                "train_rows": {"before": 1, "after": 1}}}))
     shares = bottleneck_profile(model, folder)["modalities"]["image"]["nuisance"]
-    codes = model.backbone.modality_representations()["image"].numpy()
-    jacobian = kernel / codes.std(axis=0)
-    noise = np.array(bottleneck_profile(model)["modalities"]["image"]["noise_to_spread"])
+    codes = model.backbone.modality_representations()["image"].numpy() * gains  # the served means, less the bias
+    jacobian = kernel * gains / codes.std(axis=0)
+    noise = 1e-4 + (1 - 1e-4) / (1 + np.exp(-logits))  # sigma, in units of the spread, by definition
     plain, weighed = (jacobian**2).sum(axis=1), (jacobian**2 / noise**2).sum(axis=1)
     np.testing.assert_allclose(shares["share_of_weight_without_noise"], plain[4:].sum() / plain.sum(), rtol=1e-4)
     np.testing.assert_allclose(shares["share_of_weight_with_noise"], weighed[4:].sum() / weighed.sum(), rtol=1e-4)
