@@ -53,6 +53,7 @@ class Recommender(keras.Model):
         self.regularizer = regularizer
         if regularizer is not None:
             regularizer.critic_step_in_call = False  # `train_step` runs it, after the model's update
+            regularizer.rate_step_in_call = False  # likewise the rate-targeted KL weights' step
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in backbone.loss_terms}
 
     def call(self, inputs: Mapping[str, tf.Tensor] | None = None, training: bool = False):
@@ -85,6 +86,8 @@ class Recommender(keras.Model):
             logs = super().train_step(data)
             if self._critics_step_outside_call():
                 self.regularizer.train_critics()
+        if self.regularizer is not None and self.regularizer.target_rate is not None:
+            self.regularizer.hold_rate()
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs

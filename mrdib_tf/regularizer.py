@@ -228,7 +228,10 @@ class MRdIBRegularizer(keras.layers.Layer):
         self.step_counter = keras.random.SeedGenerator(0)  # only its step component is used
         #: False: the training step takes the critics' step (`apply_critic_gradients` or `train_critics`).
         self.critic_step_in_call = True
+        #: False: the training step takes the KL weights' step (`hold_rate`) after the model's update.
+        self.rate_step_in_call = True
         self._critic_batches = threading.local()  # per thread: MirroredStrategy traces each replica in its own
+        self._pending = threading.local()
 
         try:
             self.bottlenecks = {
@@ -355,7 +358,7 @@ class MRdIBRegularizer(keras.layers.Layer):
         losses = self.auxiliary_losses(bottleneck, users, pos_items)
         self.add_loss(losses["total"])
         if self.target_rate is not None:
-            losses.update(self._hold_rate(bottleneck))
+            losses.update(self._rates(bottleneck))
         for name, tracker in self.trackers.items():
             tracker.update_state(losses[name])
         if self.pairs and self.critic_step_in_call:
@@ -410,16 +413,35 @@ class MRdIBRegularizer(keras.layers.Layer):
                 codes[m] = h
         return Bottleneck(codes, encodings, tf.shape(pos_rows)[0])
 
-    def _hold_rate(self, bottleneck: Bottleneck) -> dict[str, tf.Tensor]:
-        """One dual-ascent step on the KL weights, from this step's rates (nats per item and dimension)."""
+    def _rates(self, bottleneck: Bottleneck) -> dict[str, tf.Tensor]:
+        """This step's rates (nats per item and dimension) for the logs, and their dual-ascent step: taken
+        here, or kept for `hold_rate` when a training step takes it after the model's update
+        (`rate_step_in_call = False`, as `Recommender` trains)."""
         rates = tf.stack([tf.stop_gradient(bottleneck.encodings[m].rate()) for m in self.modalities])
+        logged = {"kl_weight": tf.reduce_mean(self.kl_weights), "rate": tf.reduce_mean(rates)}
+        if self.rate_step_in_call:
+            self._step_kl_weights(rates)
+        else:
+            self._pending.rates = rates
+        return logged
+
+    def hold_rate(self) -> None:
+        """The KL weights' dual-ascent step on the rates of the last training call, outside the model's
+        gradient tape, where the replicas may average their rates (inside it, MirroredStrategy's
+        collective loses gradients, as with the critics)."""
+        rates = getattr(self._pending, "rates", None)
+        if rates is None:
+            raise ValueError("MRdIBRegularizer.hold_rate: no training call since the last step of the weights.")
+        self._pending.rates = None
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:  # each replica's copy takes the same step
             rates = context.all_reduce(tf.distribute.ReduceOp.MEAN, rates)
+        self._step_kl_weights(rates)
+
+    def _step_kl_weights(self, rates: tf.Tensor) -> None:
         excess = tf.clip_by_value(rates / self.target_rate - 1.0, -_MAX_RATE_ERROR, _MAX_RATE_ERROR)
         updated = self.kl_weights * tf.exp(self.rate_step * excess)
         self.kl_weights.assign(tf.clip_by_value(updated, *RATE_WEIGHT_BOUNDS))
-        return {"kl_weight": tf.reduce_mean(self.kl_weights), "rate": tf.reduce_mean(rates)}
 
     def _next_step(self) -> tf.Tensor:
         """This training step's counter: the step component of `step_counter`, advanced by one."""
