@@ -93,6 +93,12 @@ ARMS = {
     "noise": Arm(("--bottleneck", "noise"), "--initial-sigma", ("0.1", "0.3", "1.0")),
     "dropout": Arm(("--bottleneck", "dropout"), "--dropout-rate", ("0.1", "0.3", "0.5")),
     "rate": Arm(("--bottleneck", "paper", "--alpha-kl", "0.001"), "--target-rate", ("0.5", "1.0", "2.0")),
+    # the bottleneck alone on VBPR's raw feature columns, one noise scale per column (the redundancy and
+    # unique terms off: on 2,000-wide raw codes they cost ten times the epoch)
+    "raw": Arm(("--placement", "raw", "--bottleneck", "matched", "--alpha-mi", "0", "--alpha-unique", "0"),
+               "--alpha-kl", ("0.00001", "0.0001", "0.001")),
+    "raw-noise": Arm(("--placement", "raw", "--bottleneck", "noise", "--alpha-mi", "0", "--alpha-unique", "0"),
+                     "--initial-sigma", ("0.3", "1.0")),
 }
 #: The rate-targeted arm's default, fixed before any run: it is also run untuned.
 DEFAULT_TARGET_RATE = "1.0"

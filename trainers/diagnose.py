@@ -59,10 +59,13 @@ def bottleneck_lines(profile: dict | None) -> list[str]:
                 f"(min {ratio['min']:.3f}, max {ratio['max']:.3f})")
         if "kl_weight" in entry:
             text += f"; KL weight {entry['kl_weight']:.3g}"
-        if "nuisance" in entry:
-            n = entry["nuisance"]
+        n = entry.get("nuisance", {})
+        if "share_of_columns" in n:
             text += (f"; nuisance columns {n['share_of_columns']:.0%} of columns, {n['share_of_weight_without_noise']:.1%} "
                      f"of the code's weight before the noise, {n['share_of_weight_with_noise']:.1%} after")
+        if "noise_to_spread_on_nuisance_columns" in n:
+            text += (f"; noise/spread on the nuisance columns {n['noise_to_spread_on_nuisance_columns']:.3f}, "
+                     f"on the others {n['noise_to_spread_on_other_columns']:.3f} (medians)")
         lines.append(text)
     return lines
 

@@ -23,12 +23,18 @@ class VBPR(Backbone):
     exposed for MRdIB while the bare model stays identical to MMRec's. A training step projects only the
     batch's item rows, where MMRec projects the whole catalogue every step.
 
+    Where MRdIB plugs in (`placement`): "projections" exposes h_m = W_m f_m; "raw" exposes the raw feature
+    rows f_m, projected after the bottleneck, so that its noise can be set per raw column (a nuisance
+    column the ranking does not need can be drowned on its own, which no map of the projections can do
+    once W_m has mixed it into every dimension). The bare model is the same either way.
+
     Args:
         n_users: number of users.
         n_items: number of items.
         features: `{modality: [n_items, dim]}` item features.
         embedding_dim: d, the size of the ID factors and of each modality projection (MMRec: 64).
         reg_weight: weight of MMRec's embedding-norm regularizer (MMRec grid: 2.0 ... 1e-5).
+        placement: "projections" or "raw" (see above).
 
     Example:
         >>> model = VBPR(3, 4, {"image": np.ones((4, 8)), "text": np.ones((4, 5))}, embedding_dim=2)
@@ -37,6 +43,8 @@ class VBPR(Backbone):
         ((3, 4), (4, 4))
     """
 
+    PLACEMENTS = ("projections", "raw")
+
     def __init__(
         self,
         n_users: int,
@@ -44,10 +52,14 @@ class VBPR(Backbone):
         features: Mapping[str, np.ndarray],
         embedding_dim: int = 64,
         reg_weight: float = 1e-4,
+        placement: str = "projections",
         **kwargs,
     ):
         super().__init__(n_users, n_items, reg_weight, **kwargs)
         check_item_features(features, n_items, "VBPR")
+        if placement not in self.PLACEMENTS:
+            raise ValueError(f"VBPR placement must be one of {self.PLACEMENTS}, got {placement!r}.")
+        self.placement = placement
         self.modalities = tuple(sorted(features))
         self.embedding_dim = embedding_dim
         self.user_factors = self.add_weight(
@@ -73,12 +85,16 @@ class VBPR(Backbone):
         )
 
     def modality_representations(self, items: tf.Tensor | None = None, training: bool = False) -> dict[str, tf.Tensor]:
+        if self.placement == "raw":
+            return {m: rows_of(self.features[m], items) for m in self.modalities}
         return {m: self.projections[m](rows_of(self.features[m], items)) for m in self.modalities}
 
     def embeddings(
         self, representations: Mapping[str, tf.Tensor], items: tf.Tensor | None = None, training: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        content = tf.add_n([representations[m] for m in self.modalities]) + self.projection_bias
+        projected = ([self.projections[m](representations[m]) for m in self.modalities] if self.placement == "raw"
+                     else [representations[m] for m in self.modalities])
+        content = tf.add_n(projected) + self.projection_bias
         item_vectors = tf.concat([rows_of(self.item_factors, items), content], axis=-1)
         return tf.convert_to_tensor(self.user_factors), item_vectors
 

@@ -63,7 +63,8 @@ def _column_shares(model, modality: str, h: tf.Tensor, noise_to_spread: np.ndarr
     features = getattr(model.backbone, "features", None)
     if not projections or not features or modality not in projections or modality not in features:
         return None
-    if not np.allclose(projections[modality](features[modality]).numpy(), h.numpy(), rtol=1e-5, atol=1e-6):
+    projected = projections[modality](features[modality]).numpy()
+    if projected.shape != tuple(h.shape) or not np.allclose(projected, h.numpy(), rtol=1e-5, atol=1e-6):
         return None
     kernel = projections[modality].kernel.numpy()  # [columns, d]
     jacobian = kernel @ _encoder_jacobian(model.regularizer.bottlenecks[modality], kernel.shape[1])
@@ -74,6 +75,20 @@ def _column_shares(model, modality: str, h: tf.Tensor, noise_to_spread: np.ndarr
             "share_of_columns": len(nuisance) / kernel.shape[0],
             "share_of_weight_without_noise": float(without_noise[nuisance].sum() / without_noise.sum()),
             "share_of_weight_with_noise": float(with_noise[nuisance].sum() / with_noise.sum())}
+
+
+def _raw_column_noise(model, modality: str, h: tf.Tensor, noise_to_spread: np.ndarray,
+                      nuisance: list[int]) -> dict[str, float] | None:
+    """Where h is the raw feature rows themselves (VBPR's "raw" placement), each code dimension is a
+    column: the noise over the spread on the nuisance columns against the rest. None otherwise."""
+    features = getattr(model.backbone, "features", None)
+    if not features or modality not in features or tuple(features[modality].shape) != tuple(h.shape):
+        return None
+    if not np.array_equal(np.asarray(features[modality]), h.numpy()):
+        return None
+    signal = np.setdiff1d(np.arange(noise_to_spread.size), nuisance)
+    return {"noise_to_spread_on_nuisance_columns": float(np.median(noise_to_spread[nuisance])),
+            "noise_to_spread_on_other_columns": float(np.median(noise_to_spread[signal]))}
 
 
 def bottleneck_profile(model, data_dir: str | Path | None = None) -> dict | None:
@@ -98,7 +113,8 @@ def bottleneck_profile(model, data_dir: str | Path | None = None) -> dict | None
             if regularizer.kl_weights is not None:
                 entry["kl_weight"] = float(regularizer.kl_weights[regularizer.modalities.index(modality)])
             if nuisance.get(modality):
-                shares = _column_shares(model, modality, h, ratio, encoding.codes.numpy(), nuisance[modality])
+                shares = (_column_shares(model, modality, h, ratio, encoding.codes.numpy(), nuisance[modality])
+                          or _raw_column_noise(model, modality, h, ratio, nuisance[modality]))
                 if shares is not None:
                     entry["nuisance"] = shares
         profile["modalities"][modality] = entry

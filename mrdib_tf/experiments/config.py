@@ -26,9 +26,9 @@ def _setting(default: Any, help: str) -> Any:
 #: else `COMMON_DEFAULTS`'. The alphas are `trainers.tune`'s best trials at seed 999 (each entry says which),
 #: kept to the digit so that the default command reproduces them.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
-    # bare VBPR's best reg_weight, and the tune's best trial at it (trial 4 of 8, December 6, with the
-    # starting weights commit 13fa0f7 mended)
-    "vbpr": {"reg_weight": 0.3, "alpha_kl": 0.002529233441681338, "alpha_mi": 0.00030643187072396485,
+    # bare VBPR's best reg_weight in the December 8 grid 0.03-10 (3; the earlier grid 0.1-1.0 stopped below
+    # it), and the tune's best trial at the earlier 0.3 (trial 4 of 8, December 6): not re-tuned at 3
+    "vbpr": {"reg_weight": 3.0, "alpha_kl": 0.002529233441681338, "alpha_mi": 0.00030643187072396485,
              "alpha_unique": 0.006471778654612618},
     # MMRec's lr decay; the tune's trial 2 of 5 with the dense encoder, kept since the diagonal one tied it
     "mgcn": {"lr_decay": 0.96, "placement": "features", "alpha_kl": 0.002546971728831641,
@@ -171,7 +171,8 @@ class RunConfig:
     rate_step: float = _setting(0.01, "step size of the dual ascent on the KL weight under --target-rate")
     placement: str | None = _setting(
         None,
-        "where MGCN exposes h_m to MRdIB: 'views' (propagated item views) or 'features' (projected features)"
+        "where MGCN exposes h_m to MRdIB: 'views' (propagated item views) or 'features' (projected features); "
+        "VBPR: 'raw' puts MRdIB on the raw feature columns, before its projection (otherwise on its projections)"
         + _BY_BACKBONE,
     )
     critic_lr: float = _setting(CRITIC_LEARNING_RATE, "Adam learning rate of MRdIB's mutual-information critics")

@@ -101,7 +101,8 @@ def estimate_mutual_information(
 
 
 def plot_projections(views: Mapping[str, Mapping[str, np.ndarray]], path: Path, title: str) -> None:
-    """One panel per view (h, mu): every modality's items projected jointly by PCA, coloured by modality."""
+    """One panel per view (h, mu): every modality's items projected jointly by PCA, coloured by modality
+    (each modality by its own PCA where their widths differ, as on VBPR's raw feature columns)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,7 +112,10 @@ def plot_projections(views: Mapping[str, Mapping[str, np.ndarray]], path: Path, 
     figure, axes = plt.subplots(1, len(views), figsize=(6 * len(views), 5), squeeze=False)
     for axis, (view, modalities) in zip(axes[0], views.items()):
         names = sorted(modalities)
-        points = pca_2d(np.concatenate([modalities[m] for m in names]))
+        if len({modalities[m].shape[1] for m in names}) == 1:
+            points = pca_2d(np.concatenate([modalities[m] for m in names]))
+        else:
+            points = np.concatenate([pca_2d(modalities[m]) for m in names])
         start = 0
         for name in names:
             count = modalities[name].shape[0]

@@ -21,7 +21,8 @@ SOIL_KNN_K = 10
 
 def _vbpr(dataset, config: RunConfig) -> Backbone:
     return VBPR(dataset.n_users, dataset.n_items, dataset.features, embedding_dim=config.embedding_dim,
-                reg_weight=config.reg_weight, name="vbpr")
+                reg_weight=config.reg_weight, placement="raw" if config.placement == "raw" else "projections",
+                name="vbpr")
 
 
 def _lightgcn(dataset, config: RunConfig) -> Backbone:
