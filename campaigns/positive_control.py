@@ -339,7 +339,7 @@ def draw(root: Path, cells: list[str], arms: dict[str, list[str]], path: Path) -
 
     from mrdib_tf.experiments.paired import pooled_relative_gain
 
-    figure, axis = plt.subplots(figsize=(max(6, 1.3 * len(cells)), 4.5))
+    figure, axis = plt.subplots(figsize=(max(8, 2.0 * len(cells)), 4.5))
     names = list(dict.fromkeys(arm for cell in cells for arm in arms[cell]))
     width = 0.8 / max(len(names), 1)
     for k, arm in enumerate(names):
@@ -361,7 +361,7 @@ def draw(root: Path, cells: list[str], arms: dict[str, list[str]], path: Path) -
     axis.axhline(0, color="grey", linewidth=0.8)
     axis.set_xticks(range(len(cells)), [f"{c}\n({CELLS[c].level})" for c in cells], fontsize=8)
     axis.set_ylabel("test Recall@20, MRdIB arm over tuned bare (%)")
-    axis.set_title("VBPR: each arm's paired gain over the tuned bare model, 95% bootstrap interval")
+    axis.set_title("VBPR: each arm over the tuned bare model (paired seeds, 95% bootstrap interval)", fontsize=10)
     axis.legend(fontsize=8, ncol=3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
