@@ -106,7 +106,7 @@ def fingerprint(files: Sequence[Path], known: Mapping[str, Mapping[str, Any]]) -
         entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         previous = known.get(path.name, {})
         same_stat = all(previous.get(key) == value for key, value in entry.items())
-        entry["sha256"] = previous["sha256"] if same_stat and "sha256" in previous else _sha256(path)
+        entry["sha256"] = previous["sha256"] if same_stat and "sha256" in previous else sha256_of(path)
         result[path.name] = entry
     return result
 
@@ -388,7 +388,8 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256 as hex, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):

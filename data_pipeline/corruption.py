@@ -18,7 +18,6 @@ its own stream, derived from (seed, transform, modality), so adding one transfor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.cache import sha256_of
 from data_pipeline.feature_files import FEATURE_SUFFIX, find_feature_files, read_feature_file
 from data_pipeline.inter_file import ITEM_COLUMN, LABEL_COLUMN, SPLIT_LABELS, USER_COLUMN, read_inter_file
 from data_pipeline.mmrec_format import check_inter_present
@@ -173,14 +173,6 @@ def corrupt_features(features: np.ndarray, modality: str, recipe: CorruptionReci
         out = append_nuisance_columns(out, recipe.nuisance_dims[modality], _stream(recipe.seed, "nuisance_dims", modality))
         measured["nuisance_columns"] = [width, out.shape[1]]
     return out, measured
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def corrupt_dataset(source: str | Path, destination: str | Path, recipe: CorruptionRecipe) -> dict:
