@@ -151,6 +151,7 @@ def test_mirrored_mrdib_trains_its_critic_after_the_models_step(tiny_folder, tmp
     assert 0.1 < estimates[0] < estimates[1] < estimates[2]
 
 
+@pytest.mark.slow  # two trainings, one on two logical devices: about 2.5 minutes on 2 cores
 def test_mirrored_rate_targeted_weights_take_one_step_on_every_replica(tiny_folder, tmp_path):
     """Each replica's copy of the KL weights follows the replicas' mean rate, so they move as one device's:
     the per-epoch weight and rate match a single-device run (up to the replicas' own batch moments)."""
