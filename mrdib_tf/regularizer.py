@@ -230,7 +230,8 @@ class MRdIBRegularizer(keras.layers.Layer):
         self.critic_step_in_call = True
         #: False: the training step takes the KL weights' step (`hold_rate`) after the model's update.
         self.rate_step_in_call = True
-        self._critic_batches = threading.local()  # per thread: MirroredStrategy traces each replica in its own
+        # what a training call leaves for the step after the model's update (the critics' batch, the
+        # rates), per thread: MirroredStrategy traces each replica in its own
         self._pending = threading.local()
 
         try:
@@ -364,7 +365,7 @@ class MRdIBRegularizer(keras.layers.Layer):
         if self.pairs and self.critic_step_in_call:
             self._train_critics(bottleneck, pos_items)
         elif self.pairs:
-            self._critic_batches.pending = (bottleneck, pos_items)
+            self._pending.critic_batch = (bottleneck, pos_items)
         return bottleneck.codes
 
     def train_critics(self) -> None:
@@ -375,10 +376,10 @@ class MRdIBRegularizer(keras.layers.Layer):
         critics alone. Outside the model's gradient tape, the critics' optimizer may all-reduce across
         replicas: MirroredStrategy's merge call inside that tape loses gradients (seen on CPU devices).
         """
-        pending = getattr(self._critic_batches, "pending", None)
+        pending = getattr(self._pending, "critic_batch", None)
         if pending is None:
             raise ValueError("MRdIBRegularizer.train_critics: no training call since the last critic step.")
-        self._critic_batches.pending = None
+        self._pending.critic_batch = None
         bottleneck, pos_items = pending
         self._train_critics(bottleneck, pos_items)
 
@@ -388,7 +389,7 @@ class MRdIBRegularizer(keras.layers.Layer):
         and the critics (`critic_step_in_call = False`, as `Recommender` trains). Ascending the estimate
         is descending -gradient / alpha_mi: the step `train_critics` takes, without its second pass.
         """
-        self._critic_batches.pending = None
+        self._pending.critic_batch = None
         self.critic_optimizer.apply([-g / self.alpha_mi for g in gradients], self.critic_variables)
 
     def encode(
